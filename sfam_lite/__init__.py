@@ -1,0 +1,12 @@
+"""sfam_lite: the code the SFAM book's chapters share.
+
+* :mod:`sfam_lite.cis` — the channel-wise contribution importance scores (Eq. 1, 2, 4, 5, 7).
+* :func:`sfam_map` — the explanation map (Eq. 3 / Eq. 6).
+* :class:`SFAM` — the explainer for any ``nn.Module``, via a forward hook on a target layer.
+"""
+from . import cis
+from .explainer import SFAM, Explanation, PairExplainer
+from .maps import minmax_normalize, sfam_map, upsample
+
+__all__ = ["cis", "SFAM", "Explanation", "PairExplainer", "sfam_map", "upsample", "minmax_normalize"]
+__version__ = "0.1.0"
