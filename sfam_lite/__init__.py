@@ -7,6 +7,7 @@
 from . import cis
 from .explainer import SFAM, Explanation, PairExplainer
 from .maps import minmax_normalize, sfam_map, upsample
+from . import plotting
 
-__all__ = ["cis", "SFAM", "Explanation", "PairExplainer", "sfam_map", "upsample", "minmax_normalize"]
+__all__ = ["cis", "plotting", "SFAM", "Explanation", "PairExplainer", "sfam_map", "upsample", "minmax_normalize"]
 __version__ = "0.1.0"

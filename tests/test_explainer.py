@@ -1,0 +1,145 @@
+"""The hook-based SFAM explainer on small CNNs, checked against computing everything by hand."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from reference import bilinear_loop, cis_cosine_loop, cis_loop, map_loop, minmax_loop
+from sfam_lite import SFAM
+
+F64 = torch.float64
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                  nn.Conv2d(8, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return TinyCNN().double().eval()
+
+
+def by_hand(model, images):
+    return model.body(images)  # the target layer's output, computed without any hook
+
+
+@pytest.mark.parametrize("metric,ref", [("euclidean", cis_loop), ("cosine", cis_cosine_loop)])
+def test_matches_manual_computation(model, metric, ref):
+    g = torch.Generator().manual_seed(1)
+    q, s = torch.rand(3, 3, 16, 16, generator=g, dtype=F64), torch.rand(3, 2, 3, 16, 16, generator=g, dtype=F64)
+    with SFAM(model, model.body, metric=metric) as explainer:
+        out = explainer(q, s)
+    with torch.no_grad():
+        a_q = by_hand(model, q)
+        a_s = by_hand(model, s.flatten(0, 1)).reshape(3, 2, 6, 8, 8)
+    for b in range(3):
+        vq = a_q[b].mean(dim=(1, 2)).tolist()
+        vs = [sum(a_s[b, k, n].mean().item() for k in range(2)) / 2 for n in range(6)]
+        omega = ref(vq, vs)
+        norm = torch.tensor(minmax_loop(omega), dtype=F64)
+        assert torch.allclose(out.scores[b], torch.tensor(omega, dtype=F64), rtol=1e-9)
+        assert torch.allclose(out.weights[b], norm, atol=1e-9)
+        want_q = bilinear_loop(map_loop(a_q[b].tolist(), norm.tolist()), 16, 16)
+        assert torch.allclose(out.query_maps[b], torch.tensor(want_q, dtype=F64), atol=1e-10)
+        for k in range(2):
+            want_s = bilinear_loop(map_loop(a_s[b, k].tolist(), norm.tolist()), 16, 16)
+            assert torch.allclose(out.support_maps[b, k], torch.tensor(want_s, dtype=F64), atol=1e-10)
+        assert torch.allclose(out.squared_distance[b], torch.tensor(sum((x - y) ** 2 for x, y in zip(vq, vs)),
+                                                                    dtype=F64))
+
+
+def test_shared_support_set_equals_repeated_support_set(model):
+    g = torch.Generator().manual_seed(2)
+    q, s = torch.rand(4, 3, 12, 12, generator=g, dtype=F64), torch.rand(3, 3, 12, 12, generator=g, dtype=F64)
+    with SFAM(model, model.body) as explainer:
+        shared = explainer(q, s)
+        repeated = explainer(q, s.expand(4, -1, -1, -1, -1))
+    assert shared.support_maps.shape == (4, 3, 12, 12)
+    assert torch.allclose(shared.query_maps, repeated.query_maps)
+    assert torch.allclose(shared.support_maps, repeated.support_maps)
+
+
+def test_single_support_image_k1(model):
+    q, s = torch.rand(2, 3, 8, 8, dtype=F64), torch.rand(1, 3, 8, 8, dtype=F64)
+    with SFAM(model, model.body) as explainer:
+        out = explainer(q, s)
+    assert out.support_maps.shape == (2, 1, 8, 8)
+    assert torch.isfinite(out.query_maps).all()
+
+
+def test_query_equal_to_support_is_defined(model):
+    x = torch.rand(1, 3, 8, 8, dtype=F64)
+    with SFAM(model, model.body) as explainer:
+        out = explainer(x, x.clone())
+    assert torch.equal(out.weights, torch.ones_like(out.weights))
+    assert torch.isfinite(out.query_maps).all()
+
+
+def test_torchvision_resnet_layer4_and_hook_removal():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10).eval()
+    q, s = torch.rand(2, 3, 64, 64), torch.rand(1, 3, 64, 64)
+    with SFAM(net, net.layer4, metric="cosine") as explainer:
+        out = explainer(q, s)
+        assert len(net.layer4._forward_hooks) == 1
+    assert len(net.layer4._forward_hooks) == 0
+    assert out.query_maps.shape == (2, 64, 64) and out.support_maps.shape == (2, 1, 64, 64)
+    with torch.no_grad():
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
+                             net.layer4)
+        assert torch.allclose(out.query_features, stem(q))
+
+
+def test_max_pool_and_callable_pool(model):
+    q, s = torch.rand(2, 3, 8, 8, dtype=F64), torch.rand(1, 3, 8, 8, dtype=F64)
+    with SFAM(model, model.body, pool="max") as e1, SFAM(model, model.body, pool=lambda a: a.amax(dim=(-2, -1))) as e2:
+        a, b = e1(q, s), e2(q, s)
+    assert torch.allclose(a.weights, b.weights)
+    assert torch.allclose(a.query_vectors, by_hand(model, q).amax(dim=(-2, -1)))
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def test_errors_name_the_problem(model):
+    q = torch.rand(2, 3, 8, 8, dtype=F64)
+    with SFAM(model, model.body) as explainer:
+        with pytest.raises(ValueError, match="K = 0"):
+            explainer(q, torch.rand(0, 3, 8, 8, dtype=F64))
+        with pytest.raises(ValueError, match="non-finite"):
+            explainer(q, torch.full((1, 3, 8, 8), float("nan"), dtype=F64))
+        with pytest.raises(ValueError, match="same"):
+            explainer(q, torch.rand(1, 3, 10, 10, dtype=F64))
+        with pytest.raises(ValueError, match="support sets for 2 queries"):
+            explainer(q, torch.rand(3, 1, 3, 8, 8, dtype=F64))
+        with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+            explainer(q[0], q)
+    with pytest.raises(ValueError, match="unknown metric"):
+        SFAM(model, model.body, metric="l1")
+    with pytest.raises(ValueError, match="unknown pool"):
+        SFAM(model, model.body, pool="median")
+    with pytest.raises(TypeError, match="nn.Module"):
+        SFAM(model, "body")
+
+
+def test_layer_not_in_forward_pass_is_reported(model):
+    unused = nn.Conv2d(3, 3, 1)
+    with SFAM(model, unused) as explainer:
+        with pytest.raises(RuntimeError, match="did not run"):
+            explainer(torch.rand(1, 3, 8, 8, dtype=F64), torch.rand(1, 3, 8, 8, dtype=F64))
+
+
+def test_non_finite_features_are_reported():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()).double()
+    with torch.no_grad():
+        net[0].weight[0] = float("inf")
+    with SFAM(net, net[1]) as explainer:
+        with pytest.raises(ValueError, match="non-finite"):
+            explainer(torch.rand(1, 3, 4, 4, dtype=F64), torch.rand(1, 3, 4, 4, dtype=F64))

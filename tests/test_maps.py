@@ -1,0 +1,51 @@
+"""Eq. 3 / Eq. 6 and the bilinear upsampling against loop references."""
+import pytest
+import torch
+
+from reference import bilinear_loop, map_loop
+from sfam_lite import minmax_normalize, sfam_map
+
+F64 = torch.float64
+
+
+def test_map_matches_loop_batched():
+    g = torch.Generator().manual_seed(0)
+    fmap, w = torch.randn(3, 7, 4, 5, generator=g, dtype=F64), torch.rand(3, 7, generator=g, dtype=F64)
+    got = sfam_map(fmap, w)
+    assert got.shape == (3, 4, 5)
+    for b in range(3):
+        assert torch.allclose(got[b], torch.tensor(map_loop(fmap[b].tolist(), w[b].tolist()), dtype=F64))
+
+
+def test_unbatched_input_gives_one_map():
+    fmap, w = torch.rand(6, 3, 3, dtype=F64), torch.rand(6, dtype=F64)
+    assert torch.allclose(sfam_map(fmap, w), torch.tensor(map_loop(fmap.tolist(), w.tolist()), dtype=F64))
+
+
+@pytest.mark.parametrize("size", [(20, 20), (13, 29), (5, 5)])
+def test_upsampling_matches_independent_bilinear(size):
+    g = torch.Generator().manual_seed(1)
+    fmap, w = torch.randn(2, 4, 5, 5, generator=g, dtype=F64), torch.rand(2, 4, generator=g, dtype=F64)
+    got = sfam_map(fmap, w, size=size)
+    assert got.shape == (2, *size)
+    for b in range(2):
+        small = map_loop(fmap[b].tolist(), w[b].tolist())
+        assert torch.allclose(got[b], torch.tensor(bilinear_loop(small, *size), dtype=F64), atol=1e-12)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"do not match"):
+        sfam_map(torch.rand(2, 4, 3, 3), torch.rand(2, 5))
+    with pytest.raises(ValueError, match=r"\(B, N, H, W\)"):
+        sfam_map(torch.rand(4, 3), torch.rand(4))
+    with pytest.raises(ValueError, match="non-finite"):
+        sfam_map(torch.full((1, 2, 2, 2), float("nan")), torch.rand(1, 2))
+    with pytest.raises(ValueError, match="positive integers"):
+        sfam_map(torch.rand(1, 2, 2, 2), torch.rand(1, 2), size=(0, 4))
+
+
+def test_minmax_normalize_per_map_and_constant_map():
+    maps = torch.stack([torch.tensor([[1.0, 3.0], [2.0, 5.0]]), torch.full((2, 2), 7.0)])
+    got = minmax_normalize(maps)
+    assert torch.allclose(got[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
+    assert torch.equal(got[1], torch.zeros(2, 2))
