@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up .venv and run every check: unit tests; every chapter executed with papermill; nbval comparing
+# each chapter's committed text outputs with a fresh run; the book built with warnings as errors.
+# Exits non-zero as soon as one of them fails.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+
+echo "==> unit tests"
+python -m pytest tests -q
+
+echo "==> chapters' Colab cells are in sync with _config.yml"
+python scripts/sync_colab.py --check
+
+echo "==> executing every chapter with papermill (outputs in _build/papermill/)"
+mkdir -p _build/papermill
+for nb in notebooks/*.ipynb; do
+  papermill --cwd notebooks --kernel python3 --no-progress-bar "$nb" "_build/papermill/$(basename "$nb")"
+done
+
+echo "==> nbval: committed outputs match a fresh run"
+python -m pytest --nbval notebooks --nbval-current-env \
+  --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider -q
+
+echo "==> building the book with warnings as errors"
+jupyter-book build . -W --keep-going
