@@ -25,7 +25,7 @@ def repository() -> tuple[str, str]:
 
 
 def badge_source(url: str, branch: str, notebook: Path) -> str:
-    path = notebook.relative_to(ROOT).as_posix()
+    path = f"notebooks/{notebook.name}"
     colab = url.replace("https://github.com/", "https://colab.research.google.com/github/")
     return ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
             f"({colab}/blob/{branch}/{path})")
@@ -42,6 +42,17 @@ def setup_source(url: str, branch: str) -> str:
 
 def _find(nb, tag):
     return next((i for i, c in enumerate(nb.cells) if tag in c.metadata.get("tags", [])), None)
+
+
+def stale_cells(notebook: Path, url: str, branch: str) -> list[str]:
+    """Tags of the Colab cells of ``notebook`` that are missing or differ from what ``sync`` writes."""
+    nb = nbformat.read(notebook, as_version=4)
+    stale = []
+    for tag, source in (("colab-badge", badge_source(url, branch, notebook)), ("colab-setup", setup_source(url, branch))):
+        i = _find(nb, tag)
+        if i is None or nb.cells[i].source != source:
+            stale.append(tag)
+    return stale
 
 
 def sync(notebook: Path, url: str, branch: str) -> bool:
@@ -75,12 +86,7 @@ def main(argv=None) -> int:
     stale = []
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         if args.check:
-            nb = nbformat.read(notebook, as_version=4)
-            for tag, source in (("colab-badge", badge_source(url, branch, notebook)),
-                                ("colab-setup", setup_source(url, branch))):
-                i = _find(nb, tag)
-                if i is None or nb.cells[i].source != source:
-                    stale.append(f"{notebook.name} ({tag})")
+            stale += [f"{notebook.name} ({tag})" for tag in stale_cells(notebook, url, branch)]
         elif sync(notebook, url, branch):
             print(f"updated {notebook.relative_to(ROOT)}")
     if stale:

@@ -8,9 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 echo "==> unit tests"
 python -m pytest tests -q
 
-echo "==> chapters' Colab cells are in sync with _config.yml"
-python scripts/sync_colab.py --check
-
 echo "==> executing every chapter with papermill (outputs in _build/papermill/)"
 mkdir -p _build/papermill
 for nb in notebooks/*.ipynb; do
