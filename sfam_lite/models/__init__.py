@@ -1,0 +1,4 @@
+"""The two metric learners the paper explains: FRN (few-shot, Euclidean) and GPW / MS loss (retrieval, cosine)."""
+from .frn import FRN, ResNet12, reconstruction_distance
+
+__all__ = ["FRN", "ResNet12", "reconstruction_distance"]

@@ -1,0 +1,106 @@
+"""FRN: few-shot classification by feature-map reconstruction (Wertheimer et al., CVPR 2021).
+
+The backbone and head follow DESIGN.md §4 so that the official CUB checkpoints load with
+``strict=True``: ``feature_extractor.layer{1..4}.0.*`` for the ResNet-12, ``r`` = (α, β) and
+``scale`` for the head (98 keys at full width).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+FULL_WIDTHS = (64, 160, 320, 640)
+
+
+class Block(nn.Module):
+    """ResNet-12 block: 3 × (conv3×3 without bias + BN), LeakyReLU(0.1) after the first two, a 1×1 conv + BN
+    shortcut, the sum, LeakyReLU(0.1), then 2×2 max pooling."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv3 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.relu = nn.LeakyReLU(0.1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.pool(self.relu(out + self.downsample(x)))
+
+
+class ResNet12(nn.Module):
+    """Four blocks of widths ``FULL_WIDTHS × width``, no stem: 84×84 input → (C, 5, 5)."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in FULL_WIDTHS]
+        self.channels = widths[-1]
+        c_in = 3
+        for i, c_out in enumerate(widths, start=1):
+            setattr(self, f"layer{i}", nn.Sequential(Block(c_in, c_out)))
+            c_in = c_out
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def reconstruction_distance(query: torch.Tensor, support: torch.Tensor, alpha: torch.Tensor,
+                            beta: torch.Tensor) -> torch.Tensor:
+    """FRN's ridge-regression reconstruction distance, in the d×d (Woodbury) form.
+
+    ``query`` is ``(M, d)`` (query feature vectors, one per spatial position), ``support`` is
+    ``(way, s, d)`` (each class's pooled support positions, ``s = shot·r``). Each class reconstructs
+    every query row as ``Q̄ = ρ Q (SᵀS + λI)⁻¹ SᵀS`` with ``λ = (s/d)·exp(α) + 1e-6`` and
+    ``ρ = exp(β)``. Returns the squared reconstruction errors ``(M, way)``.
+    """
+    s, d = support.shape[-2:]
+    lam = (s / d) * alpha.exp() + 1e-6
+    rho = beta.exp()
+    gram = support.transpose(1, 2) @ support                                    # (way, d, d)
+    eye = torch.eye(d, dtype=support.dtype, device=support.device)
+    projection = torch.linalg.solve(gram + lam * eye, gram)                      # (SᵀS + λI)⁻¹ SᵀS
+    recon = rho * (query.unsqueeze(0) @ projection)                              # (way, M, d)
+    return (recon - query.unsqueeze(0)).square().sum(-1).transpose(0, 1)
+
+
+class FRN(nn.Module):
+    """ResNet-12 + reconstruction head. ``forward`` maps images to the (B, C, 5, 5) feature map;
+    :meth:`logits` scores queries against an episode's support set."""
+
+    def __init__(self, width: float = 1.0):
+        super().__init__()
+        self.feature_extractor = ResNet12(width)
+        self.channels = self.feature_extractor.channels
+        self.scale = nn.Parameter(torch.tensor([1.0]))
+        self.r = nn.Parameter(torch.zeros(2))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.feature_extractor(images)
+
+    def positions(self, images: torch.Tensor) -> torch.Tensor:
+        """Feature vectors per position, scaled by 1/√C as FRN does: ``(B, H·W, C)``."""
+        fmap = self(images) / math.sqrt(self.channels)
+        return fmap.flatten(2).transpose(1, 2)
+
+    def logits(self, support_images: torch.Tensor, query_images: torch.Tensor) -> torch.Tensor:
+        """``support_images`` ``(way, shot, 3, H, W)``, ``query_images`` ``(Q, 3, H, W)`` → logits ``(Q, way)``:
+        minus the reconstruction distance averaged over positions, times ``scale``."""
+        way, shot = support_images.shape[:2]
+        support = self.positions(support_images.flatten(0, 1))
+        support = support.reshape(way, shot * support.shape[1], -1)
+        query = self.positions(query_images)
+        q, r, d = query.shape
+        dist = reconstruction_distance(query.reshape(q * r, d), support, self.r[0], self.r[1])
+        return -dist.reshape(q, r, way).mean(1) * self.scale

@@ -1,0 +1,85 @@
+"""FRN: the official checkpoint layout, and the reconstruction head against a direct ridge solve."""
+import io
+
+import pytest
+import torch
+
+from sfam_lite.models import FRN
+from sfam_lite.models.frn import reconstruction_distance
+
+F64 = torch.float64
+
+
+def official_layout():
+    """Key names and shapes of the released FRN ResNet-12 checkpoint, written from DESIGN.md §4."""
+    shapes = {"scale": (1,), "r": (2,)}
+    c_in = 3
+    for layer, c in zip(range(1, 5), (64, 160, 320, 640)):
+        p = f"feature_extractor.layer{layer}.0."
+        shapes[p + "conv1.weight"] = (c, c_in, 3, 3)
+        shapes[p + "conv2.weight"] = (c, c, 3, 3)
+        shapes[p + "conv3.weight"] = (c, c, 3, 3)
+        shapes[p + "downsample.0.weight"] = (c, c_in, 1, 1)
+        for bn in ("bn1", "bn2", "bn3", "downsample.1"):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                shapes[p + f"{bn}.{name}"] = (c,)
+            shapes[p + f"{bn}.num_batches_tracked"] = ()
+        c_in = c
+    return shapes
+
+
+def test_state_dict_matches_official_layout_and_loads_strictly(tmp_path):
+    layout = official_layout()
+    assert len(layout) == 98
+    model = FRN()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == layout
+    g = torch.Generator().manual_seed(0)
+    fake = {k: (torch.randint(0, 100, s, generator=g) if k.endswith("num_batches_tracked")
+                else torch.rand(s, generator=g)) for k, s in layout.items()}
+    path = tmp_path / "model.pth"
+    torch.save(fake, path)
+    fresh = FRN()
+    fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    assert torch.equal(fresh.feature_extractor.layer3[0].bn2.running_var, fake["feature_extractor.layer3.0.bn2.running_var"])
+    assert torch.equal(fresh.r, fake["r"])
+
+
+def test_feature_map_shape_full_and_narrow():
+    with torch.no_grad():
+        assert FRN().eval()(torch.rand(1, 3, 84, 84)).shape == (1, 640, 5, 5)
+        assert FRN(width=0.25).eval()(torch.rand(2, 3, 84, 84)).shape == (2, 160, 5, 5)
+
+
+def direct_ridge_distance(query, support, alpha, beta):
+    """Per query row and class: w = argmin ‖q − wS‖² + λ‖w‖² by least squares on the stacked system
+    [Sᵀ; √λ I] w = [q; 0], reconstruction ρ w S, squared error. No Woodbury identity, no d×d inverse."""
+    way, s, d = support.shape
+    lam = (s / d) * alpha.exp() + 1e-6
+    rho = beta.exp()
+    out = torch.empty(query.shape[0], way, dtype=query.dtype)
+    for c in range(way):
+        a = torch.cat([support[c].T, lam.sqrt() * torch.eye(s, dtype=query.dtype)])      # (d + s, s)
+        for m in range(query.shape[0]):
+            b = torch.cat([query[m], torch.zeros(s, dtype=query.dtype)])
+            w = torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
+            out[m, c] = ((rho * (w @ support[c]) - query[m]) ** 2).sum()
+    return out
+
+
+@pytest.mark.parametrize("s,d", [(5, 12), (20, 8)])
+def test_reconstruction_matches_direct_ridge_solve(s, d):
+    g = torch.Generator().manual_seed(s)
+    query, support = torch.randn(7, d, generator=g, dtype=F64), torch.randn(3, s, d, generator=g, dtype=F64)
+    alpha, beta = torch.tensor(0.3, dtype=F64), torch.tensor(-0.2, dtype=F64)
+    got = reconstruction_distance(query, support, alpha, beta)
+    assert torch.allclose(got, direct_ridge_distance(query, support, alpha, beta), rtol=1e-8, atol=1e-10)
+
+
+def test_logits_prefer_the_class_whose_support_is_the_query():
+    torch.manual_seed(0)
+    model = FRN(width=0.125).double().eval()
+    support = torch.rand(5, 1, 3, 84, 84, dtype=F64)
+    with torch.no_grad():
+        logits = model.logits(support, support[:, 0])
+    assert logits.shape == (5, 5)
+    assert torch.equal(logits.argmax(1), torch.arange(5))
