@@ -1,0 +1,73 @@
+"""GPW / multi-similarity loss (Wang et al., CVPR 2019): a retrieval embedding compared by cosine similarity.
+
+The embedding is a torchvision ResNet up to global average pooling, ``Linear → dim`` and L2
+normalisation, with every BatchNorm frozen (running statistics and affine parameters), as the
+MS-loss reference implementation trains it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+
+class GPWEmbedding(nn.Module):
+    """``arch`` is a torchvision ResNet name. ``keep_maxpool=False`` removes the stem's max pooling, halving
+    the total stride (32 → 16) so that small CPU-sized inputs still give a usable final feature map."""
+
+    def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, keep_maxpool: bool = True):
+        super().__init__()
+        backbone = getattr(torchvision.models, arch)(weights=weights)
+        if not keep_maxpool:
+            backbone.maxpool = nn.Identity()
+        self.channels = backbone.fc.in_features
+        backbone.fc = nn.Identity()
+        backbone.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.backbone = backbone
+        self.embed = nn.Linear(self.channels, dim)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
+
+    @property
+    def target_layer(self) -> nn.Module:
+        """The last convolutional stage, whose output SFAM explains."""
+        return self.backbone.layer4
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()  # frozen BatchNorm: running statistics never update
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embed(self.backbone(images)), dim=-1)
+
+
+def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 40.0,
+                          lam: float = 0.5, margin: float = 0.1) -> torch.Tensor:
+    """MS loss with hard-pair mining, for L2-normalised ``embeddings`` ``(B, d)`` and ``labels`` ``(B,)``.
+
+    For anchor i with similarities ``S_ik``: a negative is kept if ``S_ik + margin > min`` positive similarity,
+    a positive if ``S_ik - margin < max`` negative similarity; then
+    ``(1/α) log(1 + Σ_pos exp(-α(S_ik - λ))) + (1/β) log(1 + Σ_neg exp(β(S_ik - λ)))``.
+    Anchors left without a kept positive or negative contribute zero; the sum is divided by B.
+    """
+    sim = embeddings @ embeddings.T
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    pos, neg = same & ~eye, ~same
+    inf = torch.tensor(float("inf"), dtype=sim.dtype, device=sim.device)
+    min_pos = torch.where(pos, sim, inf).amin(1, keepdim=True)
+    max_neg = torch.where(neg, sim, -inf).amax(1, keepdim=True)
+    keep_neg = neg & (sim + margin > min_pos)
+    keep_pos = pos & (sim - margin < max_neg)
+    zero = torch.zeros((), dtype=sim.dtype, device=sim.device)
+    pos_term = torch.where(keep_pos, torch.exp(-alpha * (sim - lam)), zero).sum(1)
+    neg_term = torch.where(keep_neg, torch.exp(beta * (sim - lam)), zero).sum(1)
+    per_anchor = torch.log1p(pos_term) / alpha + torch.log1p(neg_term) / beta
+    valid = keep_pos.any(1) & keep_neg.any(1)
+    return torch.where(valid, per_anchor, zero).sum() / len(labels)

@@ -1,0 +1,80 @@
+"""GPW: MS loss against a per-anchor loop, Recall@K against brute force, the embedding's frozen BatchNorm."""
+import math
+
+import pytest
+import torch
+
+from sfam_lite.metrics import recall_at_k
+from sfam_lite.models.gpw import GPWEmbedding, multi_similarity_loss
+
+F64 = torch.float64
+
+
+def ms_loss_loop(x, labels, alpha=2.0, beta=40.0, lam=0.5, margin=0.1):
+    total = 0.0
+    n = len(labels)
+    for i in range(n):
+        sims = [float(x[i] @ x[j]) for j in range(n)]
+        pos = [sims[j] for j in range(n) if j != i and labels[j] == labels[i]]
+        neg = [sims[j] for j in range(n) if labels[j] != labels[i]]
+        if not pos or not neg:
+            continue
+        kept_neg = [s for s in neg if s + margin > min(pos)]
+        kept_pos = [s for s in pos if s - margin < max(neg)]
+        if not kept_neg or not kept_pos:
+            continue
+        total += math.log(1 + sum(math.exp(-alpha * (s - lam)) for s in kept_pos)) / alpha
+        total += math.log(1 + sum(math.exp(beta * (s - lam)) for s in kept_neg)) / beta
+    return total / n
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ms_loss_matches_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(20, 8, generator=g, dtype=F64), dim=1)
+    labels = torch.randint(0, 4, (20,), generator=g)
+    got = multi_similarity_loss(x, labels)
+    assert math.isclose(got.item(), ms_loss_loop(x, labels.tolist()), rel_tol=1e-10, abs_tol=1e-12)
+
+
+def test_ms_loss_is_zero_when_no_pair_is_hard():
+    # two tight, opposite clusters: every positive is far more similar than any negative
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]], dtype=F64)
+    assert multi_similarity_loss(x, torch.tensor([0, 0, 1, 1])).item() == 0.0
+    assert ms_loss_loop(x, [0, 0, 1, 1]) == 0.0
+
+
+def recall_loop(x, labels, k):
+    hits = 0
+    for i in range(len(labels)):
+        sims = sorted(((float(x[i] @ x[j]) / float(x[i].norm() * x[j].norm()), j) for j in range(len(labels)) if j != i),
+                      reverse=True)
+        hits += any(labels[j] == labels[i] for _, j in sims[:k])
+    return hits / len(labels)
+
+
+def test_recall_at_k_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    x, labels = torch.randn(40, 6, generator=g, dtype=F64), torch.randint(0, 8, (40,), generator=g)
+    got = recall_at_k(x, labels, ks=(1, 2, 4))
+    for k in (1, 2, 4):
+        assert math.isclose(got[k], recall_loop(x, labels.tolist(), k), abs_tol=1e-9)
+
+
+def test_recall_excludes_the_query_itself():
+    x = torch.eye(4)  # every item is orthogonal to the others; only itself would match
+    assert recall_at_k(x, torch.arange(4), ks=(1,))[1] == 0.0
+
+
+def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
+    torch.manual_seed(0)
+    model = GPWEmbedding("resnet18", dim=32, keep_maxpool=False).train()
+    bn = model.backbone.bn1
+    before = bn.running_mean.clone()
+    out = model(torch.rand(4, 3, 80, 80))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-6)
+    assert torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
+    with torch.no_grad():
+        fmap = model.target_layer(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
+            model.backbone.relu(model.backbone.bn1(model.backbone.conv1(torch.rand(1, 3, 80, 80))))))))
+    assert fmap.shape[-2:] == (5, 5)
