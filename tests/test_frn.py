@@ -83,3 +83,37 @@ def test_logits_prefer_the_class_whose_support_is_the_query():
         logits = model.logits(support, support[:, 0])
     assert logits.shape == (5, 5)
     assert torch.equal(logits.argmax(1), torch.arange(5))
+
+
+def test_head_batched_over_episodes_equals_one_at_a_time():
+    torch.manual_seed(1)
+    model = FRN(width=0.125).double().eval()
+    support, query = torch.randn(4, 5, 2, 25, 16, dtype=F64), torch.randn(4, 30, 25, 16, dtype=F64)
+    with torch.no_grad():
+        batched = model.head(support, query)
+        single = torch.stack([model.head(support[e], query[e]) for e in range(4)])
+    assert batched.shape == (4, 30, 5)
+    assert torch.allclose(batched, single, rtol=1e-10)
+
+
+def test_few_shot_accuracy_matches_a_plain_episode_loop():
+    from sfam_lite.metrics import few_shot_accuracy
+    torch.manual_seed(2)
+    model = FRN(width=0.125).double().eval()
+    labels = [c for c in range(8) for _ in range(6)]
+    feats = torch.randn(8, 1, 16, dtype=F64)[torch.tensor(labels)] + 0.8 * torch.randn(48, 25, 16, dtype=F64)
+    accs, sampler = few_shot_accuracy(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5, chunk=5)
+    for e in range(12):
+        idx = sampler.episode(e)
+        correct = 0
+        for j in range(3):                       # class j of the episode
+            for qi in range(3):
+                qf = feats[idx[j * 5 + 2 + qi]]
+                dists = []
+                for c in range(3):
+                    s = torch.cat([feats[idx[c * 5 + k]] for k in range(2)])
+                    lam = (s.shape[0] / 16) * model.r[0].exp() + 1e-6
+                    w = qf @ s.T @ torch.linalg.inv(s @ s.T + lam * torch.eye(s.shape[0], dtype=F64))
+                    dists.append(((model.r[1].exp() * w @ s - qf) ** 2).sum(1).mean())
+                correct += int(torch.stack(dists).argmin() == j)
+        assert abs(accs[e].item() - correct / 9) < 1e-12

@@ -60,19 +60,19 @@ def reconstruction_distance(query: torch.Tensor, support: torch.Tensor, alpha: t
                             beta: torch.Tensor) -> torch.Tensor:
     """FRN's ridge-regression reconstruction distance, in the d×d (Woodbury) form.
 
-    ``query`` is ``(M, d)`` (query feature vectors, one per spatial position), ``support`` is
-    ``(way, s, d)`` (each class's pooled support positions, ``s = shot·r``). Each class reconstructs
-    every query row as ``Q̄ = ρ Q (SᵀS + λI)⁻¹ SᵀS`` with ``λ = (s/d)·exp(α) + 1e-6`` and
-    ``ρ = exp(β)``. Returns the squared reconstruction errors ``(M, way)``.
+    ``query`` is ``(..., M, d)`` (query feature vectors, one per spatial position), ``support`` is
+    ``(..., way, s, d)`` (each class's pooled support positions, ``s = shot·r``); leading dimensions
+    (e.g. episodes) broadcast. Each class reconstructs every query row as ``Q̄ = ρ Q (SᵀS + λI)⁻¹ SᵀS``
+    with ``λ = (s/d)·exp(α) + 1e-6`` and ``ρ = exp(β)``. Returns squared reconstruction errors ``(..., M, way)``.
     """
     s, d = support.shape[-2:]
     lam = (s / d) * alpha.exp() + 1e-6
     rho = beta.exp()
-    gram = support.transpose(1, 2) @ support                                    # (way, d, d)
+    gram = support.transpose(-1, -2) @ support                                   # (..., way, d, d)
     eye = torch.eye(d, dtype=support.dtype, device=support.device)
     projection = torch.linalg.solve(gram + lam * eye, gram)                      # (SᵀS + λI)⁻¹ SᵀS
-    recon = rho * (query.unsqueeze(0) @ projection)                              # (way, M, d)
-    return (recon - query.unsqueeze(0)).square().sum(-1).transpose(0, 1)
+    residual = rho * (query.unsqueeze(-3) @ projection) - query.unsqueeze(-3)    # (..., way, M, d)
+    return residual.square().sum(-1).transpose(-1, -2)
 
 
 class FRN(nn.Module):
@@ -94,13 +94,17 @@ class FRN(nn.Module):
         fmap = self(images) / math.sqrt(self.channels)
         return fmap.flatten(2).transpose(1, 2)
 
+    def head(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Logits ``(..., Q, way)`` from position features: ``support`` ``(..., way, shot, r, d)``, ``query``
+        ``(..., Q, r, d)``: minus the reconstruction distance averaged over the query's r positions, times ``scale``."""
+        *lead, way, shot, r, d = support.shape
+        q = query.shape[-3]
+        dist = reconstruction_distance(query.reshape(*lead, q * r, d), support.reshape(*lead, way, shot * r, d),
+                                       self.r[0], self.r[1])
+        return -dist.reshape(*lead, q, r, way).mean(-2) * self.scale
+
     def logits(self, support_images: torch.Tensor, query_images: torch.Tensor) -> torch.Tensor:
-        """``support_images`` ``(way, shot, 3, H, W)``, ``query_images`` ``(Q, 3, H, W)`` → logits ``(Q, way)``:
-        minus the reconstruction distance averaged over positions, times ``scale``."""
+        """``support_images`` ``(way, shot, 3, H, W)``, ``query_images`` ``(Q, 3, H, W)`` → logits ``(Q, way)``."""
         way, shot = support_images.shape[:2]
         support = self.positions(support_images.flatten(0, 1))
-        support = support.reshape(way, shot * support.shape[1], -1)
-        query = self.positions(query_images)
-        q, r, d = query.shape
-        dist = reconstruction_distance(query.reshape(q * r, d), support, self.r[0], self.r[1])
-        return -dist.reshape(q, r, way).mean(1) * self.scale
+        return self.head(support.reshape(way, shot, *support.shape[1:]), self.positions(query_images))
