@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,7 @@ class GPWConfig:
     beta: float = 40.0
     lam: float = 0.5
     margin: float = 0.1
+    weights: str | None = None   # torchvision weights name, e.g. "IMAGENET1K_V1" (downloaded by torchvision)
     seed: int = 0
 
 
@@ -104,20 +105,21 @@ def _aux_loss(support: torch.Tensor) -> torch.Tensor:
 
 
 def train_frn(images: torch.Tensor, labels: torch.Tensor, config: FRNConfig = FRNConfig(),
-              progress: bool = True) -> tuple[FRN, list[dict]]:
+              progress: bool = True, device: str = "cpu") -> tuple[FRN, list[dict]]:
     """Train FRN episodically. Returns the model (eval mode) and a history of loss and accuracy."""
     _check_images(images, labels)
     torch.manual_seed(config.seed)
-    model = FRN(width=config.width).train()
+    model = FRN(width=config.width).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                           weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=config.gamma)
     sampler = EpisodeSampler(labels.tolist(), config.way, config.shot, config.query, config.episodes, config.seed)
     transform = train_transform(config.image_size, config.crop_scale)
-    target = torch.arange(config.way).repeat_interleave(config.query)
+    target = torch.arange(config.way, device=device).repeat_interleave(config.query)
     history = []
-    for step, episode in enumerate(tqdm(sampler, desc="FRN", disable=not progress)):
-        x = _augment(images[episode], transform)
+    bar = tqdm(sampler, desc="FRN", disable=not progress)
+    for step, episode in enumerate(bar):
+        x = _augment(images[episode], transform).to(device)
         support, query, _ = sampler.split(x)
         way, shot = support.shape[:2]
         feats = model.positions(torch.cat([support.flatten(0, 1), query]))   # one batch, as FRN trains
@@ -131,26 +133,66 @@ def train_frn(images: torch.Tensor, labels: torch.Tensor, config: FRNConfig = FR
         sched.step()
         history.append({"step": step, "loss": loss.item(), "frn_loss": frn_loss.item(),
                         "accuracy": (logits.argmax(1) == target).float().mean().item()})
+        _report(bar, history)
     return model.eval(), history
 
 
 def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GPWConfig(),
-              progress: bool = True) -> tuple[GPWEmbedding, list[dict]]:
+              progress: bool = True, device: str = "cpu") -> tuple[GPWEmbedding, list[dict]]:
     """Train the GPW embedding with the MS loss. Returns the model (eval mode) and a history."""
     _check_images(images, labels)
     torch.manual_seed(config.seed)
-    model = GPWEmbedding(config.arch, config.dim, keep_maxpool=config.keep_maxpool).train()
+    model = GPWEmbedding(config.arch, config.dim, weights=config.weights, keep_maxpool=config.keep_maxpool)
+    model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = BalancedBatchSampler(labels.tolist(), config.classes_per_batch, config.instances,
                                    config.batches, config.seed)
     transform = train_transform(config.image_size)
     history = []
-    for step, batch in enumerate(tqdm(sampler, desc="GPW", disable=not progress)):
-        x = _augment(images[batch], transform)
-        loss = multi_similarity_loss(model(x), labels[batch], config.alpha, config.beta, config.lam, config.margin)
+    bar = tqdm(sampler, desc="GPW", disable=not progress)
+    for step, batch in enumerate(bar):
+        x = _augment(images[batch], transform).to(device)
+        loss = multi_similarity_loss(model(x), labels[batch].to(device), config.alpha, config.beta, config.lam, config.margin)
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append({"step": step, "loss": loss.item()})
+        _report(bar, history)
     return model.eval(), history
+
+
+def _report(bar, history: list[dict], every: int = 10) -> None:
+    """Show the mean loss (and accuracy) of the last ``every`` steps on the progress bar."""
+    if len(history) % every == 0:
+        recent = history[-every:]
+        bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in recent[0] if k != "step"})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sfam_lite.train",
+                                     description="Train FRN or GPW (and cache the result, as sfam_lite.zoo.load does).")
+    parser.add_argument("model", choices=("frn", "gpw"))
+    parser.add_argument("--data", choices=("synthetic", "cub"), default="synthetic",
+                        help="training data (default: the synthetic benchmark, generated if missing)")
+    parser.add_argument("--config", help="JSON file of config fields to override, e.g. {\"episodes\": 2000}")
+    parser.add_argument("--data-root", help="dataset root (default: inside the cache folder)")
+    parser.add_argument("--cache", help="cache folder (default: $SFAM_BOOK_CACHE or ~/.cache/sfam-book)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    from . import zoo
+    name = f"{args.model}-{args.data}"
+    if name == "frn-cub":
+        parser.error("FRN on CUB is not trained here: use FRN's released checkpoint, zoo.load('frn-cub').")
+    overrides = json.loads(open(args.config).read()) if args.config else {}
+    model = zoo.load(name, data_root=args.data_root, cache=args.cache, device=args.device, **overrides)
+    history = model.meta["history"]
+    log = Path(model.meta["checkpoint"]).with_suffix(".log.csv")
+    keys = list(history[0])
+    log.write_text("\n".join([",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]) + "\n")
+    print(f"model: {model.meta['checkpoint']}\nlog:   {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""One way to get a model: ``sfam_lite.zoo.load(name)``.
+
+* ``"frn-synthetic"`` / ``"gpw-synthetic"``: trained on the synthetic benchmark on first use
+  (deterministically, minutes on a CPU) and cached; later calls load the cache.
+* ``"frn-cub"``: FRN's released ResNet-12 checkpoint for CUB (``python -m data_download frn-weights``).
+* ``"gpw-cub"``: the paper's GPW configuration (ResNet-50, 227 px) trained on CUB classes 1–100;
+  needs CUB, ideally ImageNet weights, and a GPU.
+
+The cache folder is ``$SFAM_BOOK_CACHE`` or ``~/.cache/sfam-book``. A trained checkpoint is named by a
+hash of the model name, its full configuration and the training data's metadata, so a different
+config or dataset never loads a stale model; it is written to a temporary file and renamed, so an
+interrupted training never leaves a checkpoint that loads. Checkpoints are read with
+``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from .models import FRN, GPWEmbedding
+from .train import FRNConfig, GPWConfig, train_frn, train_gpw
+
+NAMES = ("frn-synthetic", "gpw-synthetic", "frn-cub", "gpw-cub")
+FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.pth"
+#: Training split and configuration of each trainable model.
+RECIPES = {
+    "frn-synthetic": ("frn_train", FRNConfig()),
+    "gpw-synthetic": ("retrieval_train", GPWConfig()),
+    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", keep_maxpool=True, image_size=227, batches=3000,
+                                             lr=3e-5, weight_decay=5e-4, weights="IMAGENET1K_V1")),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SFAM_BOOK_CACHE", Path.home() / ".cache" / "sfam-book")).expanduser()
+
+
+def default_data_root(name: str) -> Path:
+    return cache_dir() / "data" / ("synthetic" if name.endswith("synthetic") else "cub200")
+
+
+def config_for(name: str, **overrides):
+    """The configuration ``load(name, **overrides)`` trains with."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown model {name!r}; trainable models: {tuple(RECIPES)}.")
+    base = RECIPES[name][1]
+    unknown = set(overrides) - {f.name for f in fields(base)}
+    if unknown:
+        raise ValueError(f"unknown config field(s) {sorted(unknown)} for {name}; valid: {[f.name for f in fields(base)]}.")
+    return type(base)(**{**asdict(base), **overrides})
+
+
+def _data_fingerprint(dataset) -> str:
+    folder = Path(dataset.folder)
+    h = hashlib.sha256()
+    for name in ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "classes.txt"):
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()
+
+
+def checkpoint_path(name: str, config, fingerprint: str, cache: Path | None = None) -> Path:
+    key = json.dumps({"name": name, "config": asdict(config), "data": fingerprint}, sort_keys=True, default=list)
+    return Path(cache or cache_dir()) / "models" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def save_checkpoint(record: dict, path: Path) -> None:
+    """Write ``record`` atomically: a temporary file in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(record, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: Path):
+    """``torch.load(path, weights_only=True)``, refusing files that carry arbitrary pickled objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
+                         f"containers, which could run code when loaded (torch.load weights_only=True said: "
+                         f"{str(exc).splitlines()[0]}). Use a checkpoint saved as a plain state_dict.") from None
+
+
+def _build(name: str, config):
+    return FRN(width=config.width) if name.startswith("frn") else \
+        GPWEmbedding(config.arch, config.dim, keep_maxpool=config.keep_maxpool)
+
+
+def _training_images(dataset, config, progress: bool):
+    from data_download import load_tensors
+    if dataset.__class__.__name__ == "SyntheticCUB200":
+        return load_tensors(dataset, progress=progress)[:2]
+    from torchvision.transforms import v2
+    side = round(config.image_size * 256 / 227)
+    dataset.transform = v2.Compose([v2.Resize(side), v2.CenterCrop(side), v2.PILToTensor()])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=min(8, os.cpu_count() or 1))
+    images, labels = zip(*[(x, y) for x, y, _ in loader])
+    return torch.cat(images), torch.cat(labels)
+
+
+def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = None, progress: bool = True,
+         device: str = "cpu", **overrides):
+    """Return the model ``name`` in eval mode, training and caching it on first use.
+
+    ``model.meta`` holds ``{"name", "config", "history", "checkpoint"}`` (``history``: per-step loss and
+    accuracy of the training run). ``overrides`` change fields of the configuration (and the cache key).
+    """
+    if name not in NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {NAMES}.")
+    if name == "frn-cub":
+        return _load_frn_cub(weights_root, device)
+    from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
+    config = config_for(name, **overrides)
+    split = RECIPES[name][0]
+    root = Path(data_root) if data_root is not None else default_data_root(name)
+    dataset_class = SyntheticCUB200 if name.endswith("synthetic") else CUB200
+    try:
+        dataset = dataset_class(root, split=split)
+    except DatasetNotFoundError:
+        if not name.endswith("synthetic"):
+            raise
+        dataset = dataset_class(root, split=split, download=True)   # generate the benchmark offline
+    path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
+    if path.exists():
+        record = read_checkpoint(path)
+        model = _build(name, config)
+        model.load_state_dict(record["state_dict"])
+    else:
+        images, labels = _training_images(dataset, config, progress)
+        trainer = train_frn if name.startswith("frn") else train_gpw
+        model, history = trainer(images, labels, config, progress=progress, device=device)
+        record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                  "config": asdict(config), "history": history, "name": name}
+        save_checkpoint(record, path)
+    model = model.to(device).eval()
+    model.meta = {"name": name, "config": config, "history": record["history"], "checkpoint": str(path)}
+    return model
+
+
+def _load_frn_cub(weights_root, device):
+    root = Path(weights_root) if weights_root is not None else cache_dir() / "frn_weights"
+    path = root / FRN_CUB_CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "
+                                f"`python -m data_download frn-weights --root {root}`.")
+    model = FRN(width=1.0)
+    model.load_state_dict(read_checkpoint(path), strict=True)
+    model = model.to(device).eval()
+    model.meta = {"name": "frn-cub", "config": None, "history": None, "checkpoint": str(path)}
+    return model
