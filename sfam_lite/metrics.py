@@ -40,3 +40,36 @@ def few_shot_accuracy(model, features: torch.Tensor, labels, way: int = 5, shot:
         logits = model.head(f[:, :, :shot], f[:, :, shot:].flatten(1, 2))
         accs.append((logits.argmax(-1) == target).double().mean(-1))
     return torch.cat(accs), sampler
+
+
+def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, H, W)`` masks of the pixels whose centres lie inside the ``(B, 4)`` boxes ``(x, y, w, h)``."""
+    h, w = size
+    ys = torch.arange(h, dtype=torch.float64) + 0.5
+    xs = torch.arange(w, dtype=torch.float64) + 0.5
+    b = boxes.double()
+    inside_y = (ys >= b[:, 1:2]) & (ys < b[:, 1:2] + b[:, 3:4])
+    inside_x = (xs >= b[:, 0:1]) & (xs < b[:, 0:1] + b[:, 2:3])
+    return inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Whether each ``(H, W)`` map's maximum (the first in row-major order) lies inside its box: ``(B,)`` bool."""
+    masks = box_masks(boxes, maps.shape[-2:])
+    peak = maps.flatten(1).argmax(1)
+    return masks.flatten(1).gather(1, peak[:, None])[:, 0]
+
+
+def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Share of each min-max normalised map's total mass that lies inside its box: ``(B,)``.
+    Compare it with the box's share of the image (:func:`box_share`); a uniform map scores exactly that."""
+    from .maps import minmax_normalize
+    m = minmax_normalize(maps).double()
+    masks = box_masks(boxes, maps.shape[-2:])
+    total = m.flatten(1).sum(1)
+    return torch.where(total > 0, (m * masks).flatten(1).sum(1) / total.clamp_min(1e-300), torch.zeros_like(total))
+
+
+def box_share(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Share of the image's pixels (by centre) inside each box: ``(B,)``."""
+    return box_masks(boxes, size).flatten(1).double().mean(1)

@@ -78,3 +78,24 @@ def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
         fmap = model.target_layer(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
             model.backbone.relu(model.backbone.bn1(model.backbone.conv1(torch.rand(1, 3, 80, 80))))))))
     assert fmap.shape[-2:] == (5, 5)
+
+
+# --- map-in-box metrics (used to check that the trained models look at the objects) -------------
+
+def test_pointing_game_and_mass_against_loops():
+    from sfam_lite.metrics import box_share, mass_in_box, pointing_game
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(5, 12, 10, generator=g, dtype=F64)
+    boxes = torch.tensor([[0, 0, 5, 6], [2.3, 1.7, 4.1, 8.0], [9, 11, 1, 1], [0, 0, 10, 12], [4, 4, 0.2, 0.2]], dtype=F64)
+    pg, mass, share = pointing_game(maps, boxes), mass_in_box(maps, boxes), box_share(boxes, (12, 10))
+    for b in range(5):
+        x, y, w, h = boxes[b].tolist()
+        m = maps[b]
+        lo, hi = m.min().item(), m.max().item()
+        inside = lambda i, j: x <= j + 0.5 < x + w and y <= i + 0.5 < y + h
+        i_max, j_max = divmod(int(m.argmax()), 10)
+        assert bool(pg[b]) == inside(i_max, j_max)
+        total = sum((m[i, j].item() - lo) / (hi - lo) for i in range(12) for j in range(10))
+        inner = sum((m[i, j].item() - lo) / (hi - lo) for i in range(12) for j in range(10) if inside(i, j))
+        assert math.isclose(mass[b].item(), inner / total, rel_tol=1e-12, abs_tol=1e-15)
+        assert math.isclose(share[b].item(), sum(inside(i, j) for i in range(12) for j in range(10)) / 120)
