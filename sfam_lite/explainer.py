@@ -137,15 +137,28 @@ class PairExplainer:
 
         a_q = self.features(query_images)
         a_s = self.features(support_images.reshape(-1, *support_images.shape[-3:]))
-        if a_q.shape[1] != a_s.shape[1]:
-            raise ValueError("query and support feature maps differ in channel count.")
         a_s = a_s.reshape(1 if shared else b, k, *a_s.shape[1:]).expand(b, -1, -1, -1, -1)
+        return self.explain_features(a_q, a_s, size=query_images.shape[-2:])
 
+    def explain_features(self, query_features: torch.Tensor, support_features: torch.Tensor,
+                         size: tuple[int, int] | None = None) -> Explanation:
+        """The explanation from feature maps already computed: ``(B, N, h, w)`` for the queries and
+        ``(B, K, N, h, w)`` for their support sets; maps are upsampled to ``size`` when given. Use it to
+        explain many pairs from features cached once per image."""
+        a_q = as_float_tensor(query_features, "query_features")
+        a_s = as_float_tensor(support_features, "support_features")
+        check_ndim(a_q, "query_features", (4,), "(B, N, h, w)")
+        check_ndim(a_s, "support_features", (5,), "(B, K, N, h, w)")
+        b, k = a_s.shape[:2]
+        if b != a_q.shape[0] or a_s.shape[2] != a_q.shape[1]:
+            raise ValueError(f"support_features {tuple(a_s.shape)} do not match query_features {tuple(a_q.shape)} "
+                             "in batch size or channel count.")
+        if k == 0:
+            raise ValueError("support_features holds K = 0 support maps; SFAM needs at least one.")
         v_q = self.pool(a_q)
         v_s = cis.support_prototype(self.pool(a_s.flatten(0, 1)).reshape(b, k, -1))
         weights, scores = self.channel_weights(v_q, v_s)
-
-        size = query_images.shape[-2:]
+        size = tuple(size) if size is not None else tuple(a_q.shape[-2:])
         query_maps = sfam_map(a_q, weights, size)
         support_maps = sfam_map(a_s.flatten(0, 1), weights.repeat_interleave(k, dim=0), size).reshape(b, k, *size)
         return Explanation(

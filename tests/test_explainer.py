@@ -143,3 +143,17 @@ def test_non_finite_features_are_reported():
     with SFAM(net, net[1]) as explainer:
         with pytest.raises(ValueError, match="non-finite"):
             explainer(torch.rand(1, 3, 4, 4, dtype=F64), torch.rand(1, 3, 4, 4, dtype=F64))
+
+
+def test_explain_features_equals_explaining_images(model):
+    g = torch.Generator().manual_seed(4)
+    q, s = torch.rand(3, 3, 16, 16, generator=g, dtype=F64), torch.rand(3, 2, 3, 16, 16, generator=g, dtype=F64)
+    with SFAM(model, model.body, metric="cosine") as explainer:
+        from_images = explainer(q, s)
+        with torch.no_grad():
+            a_q, a_s = by_hand(model, q), by_hand(model, s.flatten(0, 1)).reshape(3, 2, 6, 8, 8)
+        from_features = explainer.explain_features(a_q, a_s, size=(16, 16))
+        with pytest.raises(ValueError, match="do not match"):
+            explainer.explain_features(a_q, a_s[:2])
+    assert torch.allclose(from_images.query_maps, from_features.query_maps)
+    assert torch.allclose(from_images.support_maps, from_features.support_maps)
