@@ -21,27 +21,6 @@ def mean_and_interval(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), (1.96 * values.std(unbiased=True) / len(values) ** 0.5).item()
 
 
-@torch.no_grad()
-def few_shot_accuracy(model, features: torch.Tensor, labels, way: int = 5, shot: int = 1, query: int = 16,
-                      episodes: int = 1000, seed: int = 0, chunk: int = 50) -> tuple[torch.Tensor, "EpisodeSampler"]:
-    """Per-episode accuracy of an FRN-style ``model.head`` on precomputed position features ``(n, r, d)``.
-
-    Episodes come from :class:`sfam_lite.sampling.EpisodeSampler` (the same sampler training uses) and
-    are scored ``chunk`` at a time as one batched solve. Returns ``(accuracies (episodes,), sampler)``.
-    """
-    from .sampling import EpisodeSampler
-    sampler = EpisodeSampler(list(map(int, labels)), way, shot, query, episodes, seed)
-    index = torch.tensor([sampler.episode(i) for i in range(episodes)])          # (E, way·(shot+query))
-    target = torch.arange(way).repeat_interleave(query)
-    accs = []
-    for start in range(0, episodes, chunk):
-        f = features[index[start:start + chunk]]                                  # (e, way·(shot+query), r, d)
-        f = f.reshape(f.shape[0], way, shot + query, *f.shape[2:])
-        logits = model.head(f[:, :, :shot], f[:, :, shot:].flatten(1, 2))
-        accs.append((logits.argmax(-1) == target).double().mean(-1))
-    return torch.cat(accs), sampler
-
-
 def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, H, W)`` masks of the pixels whose centres lie inside the ``(B, 4)`` boxes ``(x, y, w, h)``."""
     h, w = size

@@ -36,11 +36,11 @@ class FRNConfig:
     way: int = 5
     shot: int = 5
     query: int = 10
-    episodes: int = 1200
+    episodes: int = 300
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    milestones: tuple = (800,)
+    milestones: tuple = (220,)
     gamma: float = 0.1
     aux_weight: float = 0.03
     crop_scale: tuple = (0.08, 1.0)

@@ -97,12 +97,16 @@ def test_head_batched_over_episodes_equals_one_at_a_time():
 
 
 def test_few_shot_accuracy_matches_a_plain_episode_loop():
-    from sfam_lite.metrics import few_shot_accuracy
+    from sfam_lite.evaluation import few_shot_accuracy, few_shot_pairs
+    from sfam_lite.sampling import EpisodeSampler
     torch.manual_seed(2)
     model = FRN(width=0.125).double().eval()
     labels = [c for c in range(8) for _ in range(6)]
     feats = torch.randn(8, 1, 16, dtype=F64)[torch.tensor(labels)] + 0.8 * torch.randn(48, 25, 16, dtype=F64)
-    accs, sampler = few_shot_accuracy(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5, chunk=5)
+    accs = few_shot_accuracy(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5)
+    q_idx, s_idx, ok = few_shot_pairs(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5, chunk=5)
+    assert torch.equal(accs, ok.reshape(12, 9).double().mean(1))
+    sampler = EpisodeSampler(labels, 3, 2, 3, 12, seed=5)
     for e in range(12):
         idx = sampler.episode(e)
         correct = 0
@@ -116,4 +120,7 @@ def test_few_shot_accuracy_matches_a_plain_episode_loop():
                     w = qf @ s.T @ torch.linalg.inv(s @ s.T + lam * torch.eye(s.shape[0], dtype=F64))
                     dists.append(((model.r[1].exp() * w @ s - qf) ** 2).sum(1).mean())
                 correct += int(torch.stack(dists).argmin() == j)
+                k = e * 9 + j * 3 + qi
+                assert q_idx[k] == idx[j * 5 + 2 + qi] and s_idx[k] == idx[j * 5]
+                assert bool(ok[k]) == (torch.stack(dists).argmin() == j)
         assert abs(accs[e].item() - correct / 9) < 1e-12

@@ -99,3 +99,14 @@ def test_pointing_game_and_mass_against_loops():
         inner = sum((m[i, j].item() - lo) / (hi - lo) for i in range(12) for j in range(10) if inside(i, j))
         assert math.isclose(mass[b].item(), inner / total, rel_tol=1e-12, abs_tol=1e-15)
         assert math.isclose(share[b].item(), sum(inside(i, j) for i in range(12) for j in range(10)) / 120)
+
+
+def test_retrieval_pairs_agree_with_recall_at_1():
+    from sfam_lite.evaluation import retrieval_pairs
+    g = torch.Generator().manual_seed(5)
+    x, labels = torch.randn(30, 4, generator=g, dtype=F64), torch.randint(0, 5, (30,), generator=g)
+    q, top, ok = retrieval_pairs(x, labels)
+    assert not torch.any(top == q)
+    assert math.isclose(ok.double().mean().item(), recall_at_k(x, labels, ks=(1,))[1])
+    assert all(top[i] == max((j for j in range(30) if j != i),
+                             key=lambda j: float(x[i] @ x[j] / (x[i].norm() * x[j].norm()))) for i in range(30))
