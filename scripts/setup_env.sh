@@ -18,3 +18,6 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
 fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
+# Data and trained models of the book live in _build/cache unless SFAM_BOOK_CACHE says otherwise,
+# so that every chapter, papermill, nbval and the book build share one copy and train each model once.
+export SFAM_BOOK_CACHE="${SFAM_BOOK_CACHE:-$ROOT/_build/cache}"

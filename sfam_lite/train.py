@@ -50,10 +50,12 @@ class FRNConfig:
 @dataclass(frozen=True)
 class GPWConfig:
     """MS loss (α=2, β=40, λ=0.5, margin 0.1) on class-balanced batches. The real configuration is
-    ResNet-50 with ImageNet weights, Adam lr 3e-5, 227 px; the CPU one a ResNet-18 trained from scratch
-    (lr 1e-3) without the stem's max pooling so that an 80 px input still gives a 5×5 final map."""
+    ResNet-50 with ImageNet weights and frozen BatchNorm, Adam lr 3e-5, 227 px; the CPU one a ResNet-18
+    trained from scratch (lr 1e-3, BatchNorm trained: with random weights a frozen BatchNorm normalises
+    nothing) without the stem's max pooling, so that an 80 px input still gives a 5×5 final map."""
     arch: str = "resnet18"
     keep_maxpool: bool = False
+    freeze_bn: bool = False
     dim: int = 512
     image_size: int = 80
     classes_per_batch: int = 16
@@ -142,7 +144,8 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
     """Train the GPW embedding with the MS loss. Returns the model (eval mode) and a history."""
     _check_images(images, labels)
     torch.manual_seed(config.seed)
-    model = GPWEmbedding(config.arch, config.dim, weights=config.weights, keep_maxpool=config.keep_maxpool)
+    model = GPWEmbedding(config.arch, config.dim, weights=config.weights, keep_maxpool=config.keep_maxpool,
+                         freeze_bn=config.freeze_bn)
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)

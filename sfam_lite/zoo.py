@@ -33,7 +33,8 @@ FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.
 RECIPES = {
     "frn-synthetic": ("frn_train", FRNConfig()),
     "gpw-synthetic": ("retrieval_train", GPWConfig()),
-    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", keep_maxpool=True, image_size=227, batches=3000,
+    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", keep_maxpool=True, freeze_bn=True, image_size=227,
+                                             batches=3000,
                                              lr=3e-5, weight_decay=5e-4, weights="IMAGENET1K_V1")),
 }
 
@@ -43,6 +44,8 @@ def cache_dir() -> Path:
 
 
 def default_data_root(name: str) -> Path:
+    """Where the book keeps a dataset by default: ``$SFAM_BOOK_CACHE/data/synthetic`` (or ``.../cub200``).
+    ``name`` is a dataset (``"synthetic"``, ``"cub200"``) or a model name ending in one."""
     return cache_dir() / "data" / ("synthetic" if name.endswith("synthetic") else "cub200")
 
 
@@ -95,7 +98,7 @@ def read_checkpoint(path: Path):
 
 def _build(name: str, config):
     return FRN(width=config.width) if name.startswith("frn") else \
-        GPWEmbedding(config.arch, config.dim, keep_maxpool=config.keep_maxpool)
+        GPWEmbedding(config.arch, config.dim, keep_maxpool=config.keep_maxpool, freeze_bn=config.freeze_bn)
 
 
 def _training_images(dataset, config, progress: bool):

@@ -124,3 +124,19 @@ def test_few_shot_accuracy_matches_a_plain_episode_loop():
                 assert q_idx[k] == idx[j * 5 + 2 + qi] and s_idx[k] == idx[j * 5]
                 assert bool(ok[k]) == (torch.stack(dists).argmin() == j)
         assert abs(accs[e].item() - correct / 9) < 1e-12
+
+
+def test_reconstruction_stays_finite_after_thread_count_changes():
+    """Regression: batched LU in MKL returned non-finite values after set_num_threads(1) then (2)."""
+    g = torch.Generator().manual_seed(0)
+    query, support = torch.randn(50, 160, generator=g), torch.randn(5, 25, 160, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.set_num_threads(max(2, before))
+        dist = reconstruction_distance(query, support, torch.tensor(0.0), torch.tensor(0.0))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.isfinite(dist).all()
+    want = direct_ridge_distance(query.double(), support.double(), torch.tensor(0.0, dtype=F64), torch.tensor(0.0, dtype=F64))
+    assert torch.allclose(dist.double(), want, rtol=1e-3)

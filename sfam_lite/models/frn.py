@@ -70,9 +70,19 @@ def reconstruction_distance(query: torch.Tensor, support: torch.Tensor, alpha: t
     rho = beta.exp()
     gram = support.transpose(-1, -2) @ support                                   # (..., way, d, d)
     eye = torch.eye(d, dtype=support.dtype, device=support.device)
-    projection = torch.linalg.solve(gram + lam * eye, gram)                      # (SᵀS + λI)⁻¹ SᵀS
+    projection = _solve_spd(gram + lam * eye, gram)                              # (SᵀS + λI)⁻¹ SᵀS
     residual = rho * (query.unsqueeze(-3) @ projection) - query.unsqueeze(-3)    # (..., way, M, d)
     return residual.square().sum(-1).transpose(-1, -2)
+
+
+def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a⁻¹ b`` for symmetric positive-definite ``a`` by Cholesky, falling back to LU where the factorisation
+    fails in floating point. (Cholesky is also the safer choice here: MKL's batched LU has been seen to
+    return garbage after ``torch.set_num_threads`` changed the thread count.)"""
+    chol, info = torch.linalg.cholesky_ex(a)
+    if bool((info == 0).all()):
+        return torch.cholesky_solve(b, chol)
+    return torch.linalg.solve(a, b)
 
 
 class FRN(nn.Module):

@@ -14,9 +14,12 @@ from torch import nn
 
 class GPWEmbedding(nn.Module):
     """``arch`` is a torchvision ResNet name. ``keep_maxpool=False`` removes the stem's max pooling, halving
-    the total stride (32 → 16) so that small CPU-sized inputs still give a usable final feature map."""
+    the total stride (32 → 16) so that small CPU-sized inputs still give a usable final feature map.
+    ``freeze_bn`` freezes every BatchNorm as MS loss does with an ImageNet-pretrained backbone; a backbone
+    trained from scratch needs its BatchNorm to learn (``freeze_bn=False``), or it has no normalisation."""
 
-    def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, keep_maxpool: bool = True):
+    def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, keep_maxpool: bool = True,
+                 freeze_bn: bool = True):
         super().__init__()
         backbone = getattr(torchvision.models, arch)(weights=weights)
         if not keep_maxpool:
@@ -26,8 +29,9 @@ class GPWEmbedding(nn.Module):
         backbone.avgpool = nn.AdaptiveAvgPool2d(1)
         self.backbone = backbone
         self.embed = nn.Linear(self.channels, dim)
+        self.freeze_bn = freeze_bn
         for m in self.backbone.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) and freeze_bn:
                 m.weight.requires_grad_(False)
                 m.bias.requires_grad_(False)
 
@@ -39,7 +43,7 @@ class GPWEmbedding(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         for m in self.backbone.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) and self.freeze_bn:
                 m.eval()  # frozen BatchNorm: running statistics never update
         return self
 

@@ -1,0 +1,79 @@
+"""What can be downloaded: URLs, checksums and layout of each archive (DESIGN.md §4, §5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A downloadable archive and the folder it becomes.
+
+    ``top`` is the folder inside the archive that is moved into place as ``root/folder``; with
+    ``top=None`` the whole extracted tree is (or, if the archive holds one top-level folder named
+    ``folder``, that folder is). Other top-level entries (CUB's stray ``attributes.txt``) are discarded.
+    ``required`` lists files the result must contain.
+    """
+    name: str
+    command: str
+    urls: tuple[str, ...]
+    filename: str
+    folder: str
+    top: str | None
+    required: tuple[str, ...]
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    confirm_pages: bool = False
+    homepage: str = ""
+    manual_url: str | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def manual_fix(self, root) -> str:
+        """The paragraph telling a user how to get the archive by hand."""
+        where = self.manual_url or (self.urls[0] if self.urls else self.homepage)
+        sums = ", ".join(f"{k} {v}" for k, v in (("size", f"{self.size:,} bytes" if self.size else None),
+                                                 ("md5", self.md5), ("sha256", self.sha256)) if v)
+        extra = "".join(" " + n for n in self.notes)
+        return (f"Manual fix: download {self.filename} from {where} (in a browser or on another machine), "
+                f"save it as {root}/{self.filename} ({sums}) and run `python -m data_download {self.command} "
+                f"--root {root}` again; it verifies and extracts the file without downloading. "
+                f"A mirror can be given with --url.{extra}")
+
+
+CUB200 = Resource(
+    name="CUB-200-2011",
+    command="cub200",
+    urls=("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",),
+    filename="CUB_200_2011.tgz",
+    folder="CUB_200_2011",
+    top="CUB_200_2011",
+    required=("images.txt", "classes.txt", "image_class_labels.txt", "train_test_split.txt",
+              "bounding_boxes.txt", "images"),
+    size=1_150_585_339,
+    md5="97eceeb196236b17998738112f37df78",
+    sha256="0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081",
+    homepage="https://www.vision.caltech.edu/datasets/cub_200_2011/",
+)
+
+#: FRN's released weights live on Google Drive (file id from Tsingularity/FRN,
+#: ``trained_model_weights/download_weights.sh``). Drive answers large files with a virus-scan
+#: confirmation page, which :func:`data_download.download.fetch` follows. The archive's size and
+#: sha256 are not published; only its md5 is.
+FRN_DRIVE_ID = "1n6zg5Bkj5FzSHpRbJdzlUkSVDtmjgobm"
+FRN_WEIGHTS = Resource(
+    name="FRN trained weights",
+    command="frn-weights",
+    urls=(f"https://drive.usercontent.google.com/download?id={FRN_DRIVE_ID}&export=download&confirm=t",
+          f"https://drive.google.com/uc?export=download&id={FRN_DRIVE_ID}"),
+    filename="trained_model_weights.tar",
+    folder="trained_model_weights",
+    top=None,
+    required=("CUB_fewshot_raw/FRN/ResNet-12/model.pth",),
+    md5="0dde61f0b520ae9c17c9aae6dcc64b55",
+    confirm_pages=True,
+    homepage="https://github.com/Tsingularity/FRN",
+    manual_url=f"https://drive.google.com/file/d/{FRN_DRIVE_ID}/view",
+    notes=("In the browser, press 'Download anyway' if Google Drive shows its virus-scan page.",),
+)
+
+RESOURCES = {r.command: r for r in (CUB200, FRN_WEIGHTS)}

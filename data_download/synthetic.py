@@ -1,0 +1,256 @@
+"""The synthetic benchmark: procedurally drawn "birds" on natural-looking clutter, in CUB's exact layout.
+
+Why it exists (DESIGN.md §5, §8): with no network, explanation quality must still be measurable, so
+the data are built such that a localisation score means something:
+
+* **Evidence only in the box.** A class is defined by the bird's parts alone (body, belly, head,
+  wing colour and pattern, tail shape, beak, head marking); backgrounds, placement and size are drawn
+  independently of the class. The box is the tight box of the drawn bird.
+* **Fine-grained.** Classes come in genera of 8 sharing a base bird; each species changes one part
+  of it, and species ``j`` and ``j + 4`` of a genus change the *same* part to different values, so
+  they differ in one part only (e.g. classes 3 and 7, both in FRN's test split).
+* **Random placement and scale.** Box area is 16–40 % of the 96 px image (median ≈ 28 %; 17–48 %,
+  median ≈ 33 % after FRN's Resize(92)/CenterCrop(84)), large enough for a 5×5 feature map as CUB's
+  birds are; tilt and flip vary the box's shape, and its position along each axis is
+  ``Beta(0.7, 0.7)``-distributed over the free range (a mild preference for off-centre positions), so
+  a centred prior scores low.
+* **Natural clutter.** Sky or foliage gradient, blurred distant foliage, branches, leaves, stones and
+  grass, in colours some of which the birds share (browns, greys, olive, greens, yellow, rust, buff)
+  and some of which they do not (red, orange, blue, teal, black).
+
+Every image is drawn from its own random streams ``(seed, image_id)``, so it can be regenerated alone
+(:func:`render_image`), and the result does not depend on the number of worker processes. The birds
+are defined in :mod:`data_download.birds`, the backgrounds in :mod:`data_download.scenery`; this module
+poses, draws and writes them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
+
+from .birds import ATTRIBUTES, GENERA, GENUS_SIZE, PALETTE, bird_parts, class_specs  # noqa: F401 (re-exported)
+from .errors import DataError, os_error_message
+from .publish import FOLDER, MARKER, check_absent_or_complete, publish
+from .scenery import background
+
+__all__ = ["Params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
+           "file_name", "class_specs", "bird_parts", "ATTRIBUTES", "PALETTE", "GENERA", "GENUS_SIZE"]
+
+VERSION = 1
+SUPERSAMPLE = 2
+
+
+@dataclass(frozen=True)
+class Params:
+    """Generation parameters (stored in the completion marker)."""
+    images_per_class: int = 40
+    size: int = 96
+    seed: int = 0
+    num_classes: int = 200
+    quality: int = 90
+    version: int = VERSION
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+#: Box area as a share of the image: ``LO + (HI - LO) * Beta(A, A)``.
+SHARE_LO, SHARE_HI, SHARE_A = 0.16, 0.40, 1.3
+#: Box position along each axis: ``(size - extent) * Beta(P, P)``; ``P < 1`` favours off-centre positions.
+PLACE_P = 0.7
+#: Tilt of the bird in radians (negative: head up, as when perched).
+TILT = (-0.9, 0.5)
+
+
+def _pose(spec: dict, rng: np.random.Generator, size: int):
+    """Random pose: returns the transformed polygons (final pixel units) and the tight box ``x y w h``
+    of their vertices (the box of what is drawn, as every part is a polygon)."""
+    parts = bird_parts(spec)
+    stretch = rng.uniform(0.9, 1.1)
+    theta = rng.uniform(*TILT)
+    flip = rng.random() < 0.5
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, s], [-s, c]])
+    local = [p * (stretch, 1.0) @ rot for _, p in parts]
+    if flip:
+        local = [p * (-1.0, 1.0) for p in local]
+    allpts = np.concatenate(local)
+    lo, hi = allpts.min(0), allpts.max(0)
+    extent = hi - lo
+    share = SHARE_LO + (SHARE_HI - SHARE_LO) * rng.beta(SHARE_A, SHARE_A)
+    scale = size * math.sqrt(share / (extent[0] * extent[1]))
+    scale = min(scale, 0.98 * size / extent.max())
+    w, h = extent * scale
+    x, y = (size - w) * rng.beta(PLACE_P, PLACE_P), (size - h) * rng.beta(PLACE_P, PLACE_P)
+    polys = [(p - lo) * scale + (x, y) for p in local]
+    x0, y0 = math.floor(x * 10) / 10, math.floor(y * 10) / 10           # rounded outwards to 0.1 px,
+    x1, y1 = math.ceil((x + w) * 10) / 10, math.ceil((y + h) * 10) / 10  # as bounding_boxes.txt stores it
+    return [(col, q) for (col, _), q in zip(parts, polys)], np.array([x0, y0, x1 - x0, y1 - y0])
+
+
+def render(spec: dict, size: int, pose_rng: np.random.Generator,
+           scene_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one image of class ``spec``: returns ``(image, background, box)``, uint8 ``(size, size, 3)`` twice.
+
+    ``background`` is the same picture without the bird (same noise), ``box`` the bird's tight box.
+    The bird's pose, size and place come from ``pose_rng`` alone, everything else from ``scene_rng``.
+    """
+    side = size * SUPERSAMPLE
+    polys, box = _pose(spec, pose_rng, size)
+    bg = background(scene_rng, side)
+    light = scene_rng.uniform(0.88, 1.1)
+    img = bg.copy()
+    draw = ImageDraw.Draw(img)
+    for colour, pts in polys:
+        shade = tuple(int(min(255, v * light)) for v in colour)
+        draw.polygon([tuple(p) for p in pts * SUPERSAMPLE], fill=shade)
+    noise = scene_rng.normal(0, 3.0, (size, size, 3))
+    out = [np.clip(np.asarray(im.reduce(SUPERSAMPLE), float) + noise, 0, 255).astype(np.uint8) for im in (img, bg)]
+    return out[0], out[1], box
+
+
+def image_rngs(seed: int, image_id: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The two random streams of one image: its pose (bird size, tilt, place) and its scene (the rest)."""
+    return np.random.default_rng([seed, 1, image_id, 0]), np.random.default_rng([seed, 1, image_id, 1])
+
+
+def render_image(image_id: int, params: Params = Params(), specs: list[dict] | None = None):
+    """Regenerate image ``image_id`` (1-based) of a benchmark: ``(image, background, box)`` as in :func:`render`."""
+    specs = specs if specs is not None else class_specs(params.num_classes, params.seed)
+    spec = specs[(image_id - 1) // params.images_per_class]
+    return render(spec, params.size, *image_rngs(params.seed, image_id))
+
+
+def boxes(params: Params = Params()) -> np.ndarray:
+    """All ground-truth boxes of a benchmark, ``(n, 4)`` in image-id order, without drawing any image."""
+    specs = class_specs(params.num_classes, params.seed)
+    n = params.num_classes * params.images_per_class
+    return np.stack([_pose(specs[(i - 1) // params.images_per_class], image_rngs(params.seed, i)[0], params.size)[1]
+                     for i in range(1, n + 1)])
+
+
+def file_name(spec: dict, image_id: int) -> str:
+    """``NNN.Name/Name_<image_id>.jpg``, CUB's naming pattern."""
+    return f"{spec['name']}/{spec['name'].split('.', 1)[1]}_{image_id:05d}.jpg"
+
+
+def save_jpeg(image: np.ndarray, path, quality: int = 90) -> None:
+    """Save a uint8 ``(H, W, 3)`` array as JPEG without chroma subsampling (4:4:4), so that colour does not
+    bleed beyond the 8×8 block around an edge. ``path`` may be a file object.
+
+    The JPEG is encoded in memory and written with Python's file API: Pillow's encoder, writing to a
+    file itself, was seen to leave a truncated file without an error when the disk filled up.
+    """
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=0)
+    if hasattr(path, "write"):
+        path.write(buf.getvalue())
+    else:
+        with open(path, "wb") as f:
+            f.write(buf.getvalue())
+
+
+def _write_chunk(args) -> list[tuple[int, list[float]]]:
+    """Worker: render and save the images ``ids``; returns their boxes."""
+    ids, params, specs, images_dir = args
+    out = []
+    for image_id in ids:
+        spec = specs[(image_id - 1) // params.images_per_class]
+        image, _, box = render(spec, params.size, *image_rngs(params.seed, image_id))
+        save_jpeg(image, Path(images_dir) / file_name(spec, image_id), params.quality)
+        out.append((image_id, box.tolist()))
+    return out
+
+
+def _write_tables(folder: Path, params: Params, specs: list[dict], box_of: dict[int, list[float]]) -> None:
+    n, k = params.num_classes, params.images_per_class
+    ids = range(1, n * k + 1)
+    spec_of = {i: specs[(i - 1) // k] for i in ids}
+    tables = {
+        "classes.txt": [f"{s['class_id']} {s['name']}" for s in specs],
+        "images.txt": [f"{i} {file_name(spec_of[i], i)}" for i in ids],
+        "image_class_labels.txt": [f"{i} {spec_of[i]['class_id']}" for i in ids],
+        "train_test_split.txt": [f"{i} {int((i - 1) % k < k // 2)}" for i in ids],
+        "bounding_boxes.txt": [f"{i} " + " ".join(f"{v:.1f}" for v in box_of[i]) for i in ids],
+    }
+    for name, lines in tables.items():
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def generate(root: str | os.PathLike = "data/synthetic", images_per_class: int = 40, size: int = 96,
+             seed: int = 0, num_classes: int = 200, workers: int | None = None, progress: bool = True,
+             quality: int = 90) -> tuple[Path, bool]:
+    """Write the benchmark to ``root/CUB_200_2011``; returns the folder and whether anything was written.
+
+    A complete folder with the same parameters is left alone; one with other parameters is an error.
+    The images are written into a temporary folder under ``root`` that is renamed into place when
+    complete, and the completion marker (holding the parameters) is written last.
+    """
+    params = Params(images_per_class, size, seed, num_classes, quality)
+    if images_per_class < 2 or size < 32 or not 1 <= num_classes <= len(GENERA) * GENUS_SIZE:
+        raise DataError(f"Invalid parameters {params}: need images_per_class >= 2, size >= 32 and "
+                        f"1 <= num_classes <= {len(GENERA) * GENUS_SIZE}.")
+    root = Path(os.path.abspath(os.path.expanduser(root)))
+    target = root / FOLDER
+    command = f"synthetic --root {root}"
+    info = check_absent_or_complete(target, command)
+    if info is not None:
+        if info.get("params") != asdict(params):
+            raise DataError(f"{target} holds a synthetic benchmark with other parameters ({info.get('params')}). "
+                            f"Use another --root, or delete {target} and run the command again.")
+        return target, False
+    specs = class_specs(num_classes, seed)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.tmp-", dir=root))
+    except OSError as exc:
+        raise DataError(os_error_message(exc, root)) from None
+    try:
+        folder = work / FOLDER
+        images_dir = folder / "images"
+        for spec in specs:
+            (images_dir / spec["name"]).mkdir(parents=True)
+        ids = np.arange(1, num_classes * images_per_class + 1)
+        chunks = [(c.tolist(), params, specs, str(images_dir)) for c in np.array_split(ids, max(1, len(ids) // 200))]
+        workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        written: dict[int, list[float]] = {}
+        bar = tqdm(total=len(ids), unit="img", desc="synthetic", disable=not progress, leave=False)
+        with bar:
+            if workers > 1:
+                with ProcessPoolExecutor(workers) as pool:
+                    for result in pool.map(_write_chunk, chunks):
+                        written.update(result)
+                        bar.update(len(result))
+            else:
+                for chunk in chunks:
+                    result = _write_chunk(chunk)
+                    written.update(result)
+                    bar.update(len(result))
+        _write_tables(folder, params, specs, written)
+        publish(folder, target, {"name": "synthetic CUB-layout benchmark", "params": asdict(params),
+                                 "images": int(len(ids))})
+    except OSError as exc:
+        raise DataError(os_error_message(exc, work)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target, True
+
+
+def read_params(root: str | os.PathLike) -> Params:
+    """The parameters a benchmark under ``root`` was generated with (from its completion marker)."""
+    path = Path(root) / FOLDER / MARKER
+    try:
+        return Params(**json.loads(path.read_text())["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{path} is missing or unreadable: generate the benchmark with "
+                        f"`python -m data_download synthetic --root {root}`.") from None

@@ -1,0 +1,79 @@
+"""The model zoo: train once and cache (keyed by config and data), atomic writes, safe loading."""
+import os
+
+import pytest
+import torch
+
+from data_download.synthetic import generate
+from sfam_lite import zoo
+from sfam_lite.models import FRN
+from test_frn import official_layout
+
+TINY_FRN = dict(width=0.0625, image_size=32, way=3, shot=1, query=2, episodes=2, milestones=(1,))
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, images_per_class=3, size=40, num_classes=16, progress=False, workers=1)
+    return root
+
+
+def test_trains_once_then_loads_from_cache(tiny_root, tmp_path, monkeypatch):
+    first = zoo.load("frn-synthetic", data_root=tiny_root, cache=tmp_path, progress=False, **TINY_FRN)
+    files = list((tmp_path / "models").glob("*.pt"))
+    assert len(files) == 1 and first.meta["checkpoint"] == str(files[0])
+    assert len(first.meta["history"]) == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again although a cached checkpoint exists")
+    monkeypatch.setattr(zoo, "train_frn", no_training)
+    second = zoo.load("frn-synthetic", data_root=tiny_root, cache=tmp_path, progress=False, **TINY_FRN)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert second.meta["history"] == first.meta["history"]
+
+
+def test_other_config_gets_another_checkpoint(tiny_root, tmp_path):
+    zoo.load("frn-synthetic", data_root=tiny_root, cache=tmp_path, progress=False, **TINY_FRN)
+    zoo.load("frn-synthetic", data_root=tiny_root, cache=tmp_path, progress=False, **{**TINY_FRN, "seed": 1})
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 2
+
+
+def test_unknown_names_and_fields_are_refused():
+    with pytest.raises(ValueError, match="unknown model 'frn-imagenet'"):
+        zoo.load("frn-imagenet")
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['epochs'\]"):
+        zoo.config_for("frn-synthetic", epochs=3)
+
+
+def test_interrupted_write_leaves_nothing_that_loads(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise KeyboardInterrupt  # as if training were interrupted while the checkpoint is written
+    path = tmp_path / "models" / "m.pt"
+    with pytest.raises(KeyboardInterrupt):
+        zoo.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "bad": Unpicklable()}, path)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"payload": zoo.Path("x")}, path)
+    with pytest.raises(ValueError, match="refusing to load"):
+        zoo.read_checkpoint(path)
+
+
+def test_frn_cub_missing_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m data_download frn-weights --root"):
+        zoo.load("frn-cub", weights_root=tmp_path)
+
+
+def test_frn_cub_loads_an_official_layout_checkpoint(tmp_path):
+    state = {k: torch.zeros(s, dtype=torch.long) if k.endswith("num_batches_tracked") else torch.rand(s)
+             for k, s in official_layout().items()}
+    path = tmp_path / zoo.FRN_CUB_CHECKPOINT
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    model = zoo.load("frn-cub", weights_root=tmp_path)
+    assert isinstance(model, FRN) and model.channels == 640 and not model.training
+    assert torch.equal(model.r, state["r"])
