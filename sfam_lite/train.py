@@ -52,15 +52,15 @@ class GPWConfig:
     """MS loss (α=2, β=40, λ=0.5, margin 0.1) on class-balanced batches. The real configuration is
     ResNet-50 with ImageNet weights and frozen BatchNorm, Adam lr 3e-5, 227 px; the CPU one a ResNet-18
     trained from scratch (lr 1e-3, BatchNorm trained: with random weights a frozen BatchNorm normalises
-    nothing) without the stem's max pooling, so that an 80 px input still gives a 5×5 final map."""
+    nothing) with the last stage's stride removed, so that an 80 px input still gives a 5×5 final map."""
     arch: str = "resnet18"
-    keep_maxpool: bool = False
+    last_stride: int = 1
     freeze_bn: bool = False
     dim: int = 512
     image_size: int = 80
     classes_per_batch: int = 16
     instances: int = 5
-    batches: int = 150
+    batches: int = 300
     lr: float = 1e-3
     weight_decay: float = 5e-4
     alpha: float = 2.0
@@ -144,7 +144,7 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
     """Train the GPW embedding with the MS loss. Returns the model (eval mode) and a history."""
     _check_images(images, labels)
     torch.manual_seed(config.seed)
-    model = GPWEmbedding(config.arch, config.dim, weights=config.weights, keep_maxpool=config.keep_maxpool,
+    model = GPWEmbedding(config.arch, config.dim, weights=config.weights, last_stride=config.last_stride,
                          freeze_bn=config.freeze_bn)
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]

@@ -33,7 +33,7 @@ FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.
 RECIPES = {
     "frn-synthetic": ("frn_train", FRNConfig()),
     "gpw-synthetic": ("retrieval_train", GPWConfig()),
-    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", keep_maxpool=True, freeze_bn=True, image_size=227,
+    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", last_stride=2, freeze_bn=True, image_size=227,
                                              batches=3000,
                                              lr=3e-5, weight_decay=5e-4, weights="IMAGENET1K_V1")),
 }
@@ -98,7 +98,7 @@ def read_checkpoint(path: Path):
 
 def _build(name: str, config):
     return FRN(width=config.width) if name.startswith("frn") else \
-        GPWEmbedding(config.arch, config.dim, keep_maxpool=config.keep_maxpool, freeze_bn=config.freeze_bn)
+        GPWEmbedding(config.arch, config.dim, last_stride=config.last_stride, freeze_bn=config.freeze_bn)
 
 
 def _training_images(dataset, config, progress: bool):

@@ -68,16 +68,24 @@ def test_recall_excludes_the_query_itself():
 
 def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
     torch.manual_seed(0)
-    model = GPWEmbedding("resnet18", dim=32, keep_maxpool=False).train()
+    model = GPWEmbedding("resnet18", dim=32, last_stride=1).train()
     bn = model.backbone.bn1
     before = bn.running_mean.clone()
     out = model(torch.rand(4, 3, 80, 80))
     assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-6)
     assert torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
-    with torch.no_grad():
-        fmap = model.target_layer(model.backbone.layer3(model.backbone.layer2(model.backbone.layer1(
-            model.backbone.relu(model.backbone.bn1(model.backbone.conv1(torch.rand(1, 3, 80, 80))))))))
-    assert fmap.shape[-2:] == (5, 5)
+    from sfam_lite.evaluation import forward_with_features
+    fmap = forward_with_features(model.eval(), model.target_layer, torch.rand(1, 3, 80, 80))[1]
+    assert fmap.shape == (1, 512, 5, 5)   # last stride 1: total stride 16
+    standard = GPWEmbedding("resnet18", dim=32).eval()
+    assert forward_with_features(standard, standard.target_layer, torch.rand(1, 3, 80, 80))[1].shape[-2:] == (3, 3)
+
+
+def test_trainable_batchnorm_for_training_from_scratch():
+    model = GPWEmbedding("resnet18", dim=16, last_stride=1, freeze_bn=False).train()
+    before = model.backbone.bn1.running_mean.clone()
+    model(torch.rand(4, 3, 48, 48))
+    assert model.backbone.bn1.weight.requires_grad and not torch.equal(model.backbone.bn1.running_mean, before)
 
 
 # --- map-in-box metrics (used to check that the trained models look at the objects) -------------

@@ -45,7 +45,7 @@ def test_full_frn_configuration_takes_one_step():
 def test_full_gpw_configuration_takes_one_step():
     """ResNet-50, 512-d, 227 px as in the paper; a batch of 2 classes × 2 images instead of 16 × 5 to stay fast."""
     images, labels = toy_data(n_classes=2, per_class=2, size=256)
-    cfg = GPWConfig(arch="resnet50", keep_maxpool=True, image_size=227, classes_per_batch=2, instances=2,
+    cfg = GPWConfig(arch="resnet50", last_stride=2, freeze_bn=True, image_size=227, classes_per_batch=2, instances=2,
                     batches=1, lr=3e-5)
     model, hist = train_gpw(images, labels, cfg, progress=False)
     assert math.isfinite(hist[0]["loss"])

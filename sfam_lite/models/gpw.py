@@ -13,17 +13,20 @@ from torch import nn
 
 
 class GPWEmbedding(nn.Module):
-    """``arch`` is a torchvision ResNet name. ``keep_maxpool=False`` removes the stem's max pooling, halving
-    the total stride (32 → 16) so that small CPU-sized inputs still give a usable final feature map.
+    """``arch`` is a torchvision ResNet name. ``last_stride=1`` removes the stride of the last stage
+    (total stride 32 → 16, the "last stride" trick of re-identification models), so that small CPU-sized
+    inputs still give a usable final feature map: 80 px → 5×5.
     ``freeze_bn`` freezes every BatchNorm as MS loss does with an ImageNet-pretrained backbone; a backbone
     trained from scratch needs its BatchNorm to learn (``freeze_bn=False``), or it has no normalisation."""
 
-    def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, keep_maxpool: bool = True,
+    def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, last_stride: int = 2,
                  freeze_bn: bool = True):
         super().__init__()
         backbone = getattr(torchvision.models, arch)(weights=weights)
-        if not keep_maxpool:
-            backbone.maxpool = nn.Identity()
+        if last_stride != 2:
+            block = backbone.layer4[0]
+            first_conv = block.conv2 if hasattr(block, "conv3") else block.conv1   # Bottleneck strides in conv2
+            first_conv.stride = block.downsample[0].stride = (last_stride, last_stride)
         self.channels = backbone.fc.in_features
         backbone.fc = nn.Identity()
         backbone.avgpool = nn.AdaptiveAvgPool2d(1)
