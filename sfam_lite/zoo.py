@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import tempfile
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -117,8 +118,9 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
          device: str = "cpu", **overrides):
     """Return the model ``name`` in eval mode, training and caching it on first use.
 
-    ``model.meta`` holds ``{"name", "config", "history", "checkpoint"}`` (``history``: per-step loss and
-    accuracy of the training run). ``overrides`` change fields of the configuration (and the cache key).
+    ``model.meta`` holds ``{"name", "config", "history", "checkpoint", "train_seconds", "threads"}``
+    (``history``: per-step loss and accuracy of the training run; ``train_seconds``: its wall time with
+    ``threads`` torch threads). ``overrides`` change fields of the configuration (and the cache key).
     """
     if name not in NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {NAMES}.")
@@ -143,12 +145,15 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     else:
         images, labels = _training_images(dataset, config, progress)
         trainer = train_frn if name.startswith("frn") else train_gpw
+        start = time.perf_counter()
         model, history = trainer(images, labels, config, progress=progress, device=device)
         record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                  "config": asdict(config), "history": history, "name": name}
+                  "config": asdict(config), "history": history, "name": name,
+                  "train_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
         save_checkpoint(record, path)
     model = model.to(device).eval()
-    model.meta = {"name": name, "config": config, "history": record["history"], "checkpoint": str(path)}
+    model.meta = {"name": name, "config": config, "history": record["history"], "checkpoint": str(path),
+                  "train_seconds": record.get("train_seconds"), "threads": record.get("threads")}
     return model
 
 
