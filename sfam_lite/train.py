@@ -67,13 +67,16 @@ class GPWConfig:
     beta: float = 40.0
     lam: float = 0.5
     margin: float = 0.1
+    crop_scale: tuple = (0.25, 1.0)
+    jitter: float = 0.0
     weights: str | None = None   # torchvision weights name, e.g. "IMAGENET1K_V1" (downloaded by torchvision)
     seed: int = 0
 
 
-def train_transform(size: int, crop_scale=(0.08, 1.0)) -> v2.Compose:
-    return v2.Compose([v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
-                       v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+def train_transform(size: int, crop_scale=(0.08, 1.0), jitter: float = 0.4) -> v2.Compose:
+    """Random resized crop, colour jitter (FRN's 0.4; 0 switches it off), horizontal flip, ImageNet normalisation."""
+    jittering = [v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)] if jitter else []
+    return v2.Compose([v2.RandomResizedCrop(size, scale=crop_scale, antialias=True), *jittering,
                        v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -151,7 +154,7 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     sampler = BalancedBatchSampler(labels.tolist(), config.classes_per_batch, config.instances,
                                    config.batches, config.seed)
-    transform = train_transform(config.image_size)
+    transform = train_transform(config.image_size, config.crop_scale, config.jitter)
     history = []
     bar = tqdm(sampler, desc="GPW", disable=not progress)
     for step, batch in enumerate(bar):
