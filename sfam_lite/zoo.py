@@ -34,9 +34,10 @@ FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.
 RECIPES = {
     "frn-synthetic": ("frn_train", FRNConfig()),
     "gpw-synthetic": ("retrieval_train", GPWConfig()),
+    # the MS-loss reference configuration: 227 px crops of 16-100 % of a 256 px image, constant lr
     "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", last_stride=2, freeze_bn=True, image_size=227,
-                                             batches=3000,
-                                             lr=3e-5, weight_decay=5e-4, weights="IMAGENET1K_V1")),
+                                             batches=3000, lr=3e-5, weight_decay=5e-4, crop_scale=(0.16, 1.0),
+                                             schedule="constant", warmup=0, weights="IMAGENET1K_V1")),
 }
 
 

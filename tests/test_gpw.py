@@ -118,3 +118,22 @@ def test_retrieval_pairs_agree_with_recall_at_1():
     assert math.isclose(ok.double().mean().item(), recall_at_k(x, labels, ks=(1,))[1])
     assert all(top[i] == max((j for j in range(30) if j != i),
                              key=lambda j: float(x[i] @ x[j] / (x[i].norm() * x[j].norm()))) for i in range(30))
+
+
+def test_resnet10_is_torchvisions_resnet_with_one_block_per_stage():
+    import torchvision
+    model = GPWEmbedding("resnet10", dim=16, last_stride=1, freeze_bn=False)
+    assert isinstance(model.backbone, torchvision.models.ResNet)
+    assert [len(getattr(model.backbone, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    assert model.channels == 512
+    from sfam_lite.evaluation import forward_with_features
+    fmap = forward_with_features(model.eval(), model.target_layer, torch.rand(1, 3, 80, 80))[1]
+    assert fmap.shape == (1, 512, 5, 5)
+
+
+def test_unknown_arch_and_missing_weights_are_refused():
+    import pytest
+    with pytest.raises(ValueError, match="unknown arch 'vgg16'"):
+        GPWEmbedding("vgg16")
+    with pytest.raises(ValueError, match="resnet10 has no pretrained weights"):
+        GPWEmbedding("resnet10", weights="IMAGENET1K_V1")

@@ -52,3 +52,49 @@ def test_full_gpw_configuration_takes_one_step():
     with torch.no_grad():
         emb = model(torch.rand(1, 3, 227, 227))
     assert emb.shape == (1, 512)
+
+
+def test_cosine_schedule_matches_torch_after_the_warm_up():
+    """Our warm-up + cosine multiplier against torch's own CosineAnnealingLR (a second implementation)."""
+    from sfam_lite.train import lr_factor
+    steps, warmup = 40, 7
+    factor = lr_factor("cosine", warmup, steps)
+    assert [factor(s) for s in range(warmup)] == [(s + 1) / warmup for s in range(warmup)]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps - warmup, eta_min=0.0)
+    for s in range(warmup, steps):
+        assert math.isclose(factor(s), opt.param_groups[0]["lr"], abs_tol=1e-12)
+        opt.step()
+        cosine.step()
+    constant = lr_factor("constant", 3, steps)
+    assert [constant(s) for s in range(5)] == [1 / 3, 2 / 3, 1.0, 1.0, 1.0]
+
+
+def test_unknown_schedule_or_precision_is_refused():
+    images, labels = toy_data()
+    for field, value in (("schedule", "linear"), ("precision", "float16")):
+        cfg = GPWConfig(dim=16, image_size=32, classes_per_batch=3, instances=2, batches=1, **{field: value})
+        try:
+            train_gpw(images, labels, cfg, progress=False)
+        except ValueError as exc:
+            assert repr(value) in str(exc)
+        else:
+            raise AssertionError(f"{field}={value!r} was accepted")
+
+
+def test_gpw_learning_rate_follows_the_schedule():
+    """The optimiser sees the schedule: cosine over 3 batches (factors 1, 0.75, 0.25) and constant (1, 1, 1)
+    must end with different weights."""
+    images, labels = toy_data()
+    base = dict(dim=16, image_size=32, classes_per_batch=3, instances=2, batches=3, warmup=0)
+    cos, _ = train_gpw(images, labels, GPWConfig(**base, schedule="cosine"), progress=False)
+    const, _ = train_gpw(images, labels, GPWConfig(**base, schedule="constant"), progress=False)
+    assert not all(torch.equal(x, y) for x, y in zip(cos.state_dict().values(), const.state_dict().values()))
+
+
+def test_bfloat16_autocast_step_is_finite():
+    images, labels = toy_data()
+    cfg = GPWConfig(dim=16, image_size=32, classes_per_batch=3, instances=2, batches=2, precision="bfloat16")
+    model, hist = train_gpw(images, labels, cfg, progress=False)
+    assert all(math.isfinite(h["loss"]) for h in hist)
+    assert next(model.parameters()).dtype == torch.float32   # autocast changes the arithmetic, not the weights

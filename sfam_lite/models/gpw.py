@@ -12,6 +12,18 @@ import torchvision
 from torch import nn
 
 
+def _resnet(arch: str, weights) -> torchvision.models.ResNet:
+    """A torchvision ResNet by name; ``"resnet10"`` is torchvision's ``ResNet`` with one BasicBlock per stage
+    (half of ResNet-18's blocks, the same widths and strides), which torchvision does not name."""
+    if arch == "resnet10":
+        if weights is not None:
+            raise ValueError("resnet10 has no pretrained weights in torchvision; use weights=None or resnet18/50.")
+        return torchvision.models.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+    if not arch.startswith("resnet") or not hasattr(torchvision.models, arch):
+        raise ValueError(f"unknown arch {arch!r}: use resnet10 or a torchvision ResNet name (resnet18, resnet50, ...).")
+    return getattr(torchvision.models, arch)(weights=weights)
+
+
 class GPWEmbedding(nn.Module):
     """``arch`` is a torchvision ResNet name. ``last_stride=1`` removes the stride of the last stage
     (total stride 32 → 16, the "last stride" trick of re-identification models), so that small CPU-sized
@@ -22,7 +34,7 @@ class GPWEmbedding(nn.Module):
     def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, last_stride: int = 2,
                  freeze_bn: bool = True):
         super().__init__()
-        backbone = getattr(torchvision.models, arch)(weights=weights)
+        backbone = _resnet(arch, weights)
         if last_stride != 2:
             block = backbone.layer4[0]
             first_conv = block.conv2 if hasattr(block, "conv3") else block.conv1   # Bottleneck strides in conv2

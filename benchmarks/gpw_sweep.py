@@ -1,0 +1,115 @@
+"""Which GPW CPU configuration reaches Recall@1 ≥ 60 % within a CPU budget? A sweep run on a GPU.
+
+Each variant trains the GPW embedding (``sfam_lite.train.train_gpw``) on the synthetic benchmark's classes
+1–100 for the number of batches given, then measures Recall@1/2/4/8 on classes 101–200. The GPU only makes
+the sweep fast; the batch counts are what 2 CPU cores manage in about five minutes (measured separately with
+``benchmarks/gpw_cpu_speed.py``), so the chosen variant is then re-trained and timed on the CPU.
+
+    python benchmarks/gpw_sweep.py --device cuda --parallel 6 --out results.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+COSINE = {"schedule": "cosine", "warmup": 50}
+CROP = {"crop_scale": (0.5, 1.0)}
+ROUNDS = {
+    # round 1: architecture, steps, schedule, optimiser, augmentation, batch shape (one seed unless named)
+    1: {
+        "r18-300-const (current)": {"arch": "resnet18", "batches": 300},
+        "r18-540-const": {"arch": "resnet18", "batches": 540},
+        "r18-540-cos": {"arch": "resnet18", "batches": 540, **COSINE},
+        "r18-1000-cos": {"arch": "resnet18", "batches": 1000, **COSINE},
+        "r10-550-const": {"arch": "resnet10", "batches": 550},
+        "r10-550-cos": {"arch": "resnet10", "batches": 550, **COSINE},
+        "r10-1000-const": {"arch": "resnet10", "batches": 1000},
+        "r10-1000-cos": {"arch": "resnet10", "batches": 1000, **COSINE},
+        "r10-1000-cos-seed1": {"arch": "resnet10", "batches": 1000, **COSINE, "seed": 1},
+        "r10-1000-cos-seed2": {"arch": "resnet10", "batches": 1000, **COSINE, "seed": 2},
+        "r10-1000-cos-bf16": {"arch": "resnet10", "batches": 1000, **COSINE, "precision": "bfloat16"},
+        "r10-1000-cos-lr2e-3": {"arch": "resnet10", "batches": 1000, **COSINE, "lr": 2e-3},
+        "r10-1000-cos-lr5e-4": {"arch": "resnet10", "batches": 1000, **COSINE, "lr": 5e-4},
+        "r10-1000-cos-wd0": {"arch": "resnet10", "batches": 1000, **COSINE, "weight_decay": 0.0},
+        "r10-1000-cos-crop.08": {"arch": "resnet10", "batches": 1000, **COSINE, "crop_scale": (0.08, 1.0)},
+        "r10-1000-cos-crop.5": {"arch": "resnet10", "batches": 1000, **COSINE, **CROP},
+        "r10-1000-cos-20x4": {"arch": "resnet10", "batches": 1000, **COSINE, "classes_per_batch": 20, "instances": 4},
+        "r10-1000-cos-10x8": {"arch": "resnet10", "batches": 1000, **COSINE, "classes_per_batch": 10, "instances": 8},
+        "r10-1500-cos": {"arch": "resnet10", "batches": 1500, **COSINE},
+        "r10-96px-1000-cos": {"arch": "resnet10", "batches": 1000, **COSINE, "image_size": 96},
+        "r10-2000-cos": {"arch": "resnet10", "batches": 2000, **COSINE},
+        "r18-2000-cos": {"arch": "resnet18", "batches": 2000, **COSINE},
+    },
+    # round 2: the winners of round 1 combined, over seeds, at the batch counts 2 CPU cores allow
+    2: {
+        **{f"r10-550-cos-crop.5-seed{s}": {"arch": "resnet10", "batches": 550, **COSINE, **CROP, "seed": s}
+           for s in range(3)},
+        **{f"r10-1000-cos-crop.5-seed{s}": {"arch": "resnet10", "batches": 1000, **COSINE, **CROP, "seed": s}
+           for s in range(3)},
+        **{f"r10-1000-cos-crop.5-bf16-seed{s}": {"arch": "resnet10", "batches": 1000, **COSINE, **CROP,
+                                                 "precision": "bfloat16", "seed": s} for s in range(2)},
+        "r10-550-cos-crop.5-lr2e-3": {"arch": "resnet10", "batches": 550, **COSINE, **CROP, "lr": 2e-3},
+        "r10-1000-cos-crop.5-lr2e-3": {"arch": "resnet10", "batches": 1000, **COSINE, **CROP, "lr": 2e-3},
+        "r10-550-cos-crop.7": {"arch": "resnet10", "batches": 550, **COSINE, "crop_scale": (0.7, 1.0)},
+        "r10-1000-cos-crop.7": {"arch": "resnet10", "batches": 1000, **COSINE, "crop_scale": (0.7, 1.0)},
+        "r10-550-cos-crop.5-10x8": {"arch": "resnet10", "batches": 550, **COSINE, **CROP, "classes_per_batch": 10,
+                                    "instances": 8},
+        "r10-96px-400-cos-crop.5": {"arch": "resnet10", "batches": 400, **COSINE, **CROP, "image_size": 96},
+        "r10-96px-700-cos-crop.5": {"arch": "resnet10", "batches": 700, **COSINE, **CROP, "image_size": 96},
+        "r18-300-cos-crop.5": {"arch": "resnet18", "batches": 300, **COSINE, **CROP},
+        "r18-540-cos-crop.5": {"arch": "resnet18", "batches": 540, **COSINE, **CROP},
+    },
+}
+
+
+def run(job):
+    name, overrides, root, device = job
+    import torch
+    torch.set_num_threads(2)
+    from data_download import SyntheticCUB200, load_tensors
+    from sfam_lite.evaluation import eval_set
+    from sfam_lite.metrics import recall_at_k
+    from sfam_lite.train import GPWConfig, train_gpw
+    images, labels = load_tensors(SyntheticCUB200(root, split="retrieval_train"), progress=False)[:2]
+    config = GPWConfig(**overrides)
+    start = time.perf_counter()
+    model, history = train_gpw(images, labels, config, progress=False, device=device)
+    seconds = time.perf_counter() - start
+    test = eval_set(SyntheticCUB200(root, split="retrieval_test"), config.image_size)
+    with torch.no_grad():
+        emb = torch.cat([model(test.images[i:i + 500].to(device)) for i in range(0, len(test.images), 500)]).cpu()
+    recall = recall_at_k(emb, test.labels)
+    tail = sum(h["loss"] for h in history[-50:]) / len(history[-50:])
+    return {"variant": name, "overrides": overrides, "recall": recall, "final_loss": tail,
+            "train_seconds": round(seconds, 1), "device": device}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", default="data/synthetic")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--round", type=int, default=max(ROUNDS))
+    parser.add_argument("--only", nargs="*", help="variant names (default: all of the round)")
+    parser.add_argument("--out", default="benchmarks/results/gpw_sweep.jsonl")
+    args = parser.parse_args()
+    variants = ROUNDS[args.round]
+    names = args.only or list(variants)
+    jobs = [(n, variants[n], args.root, args.device) for n in names]
+    jobs.sort(key=lambda job: -job[1]["batches"])   # longest first, for an even spread over the workers
+    with mp.get_context("spawn").Pool(args.parallel) as pool, open(args.out, "w") as out:
+        for result in pool.imap_unordered(run, jobs):
+            line = json.dumps(result)
+            print(line, flush=True)
+            out.write(line + "\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    main()
