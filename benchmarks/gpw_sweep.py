@@ -5,7 +5,8 @@ Each variant trains the GPW embedding (``sfam_lite.train.train_gpw``) on the syn
 the sweep fast; the batch counts are what 2 CPU cores manage in about five minutes (measured separately with
 ``benchmarks/gpw_cpu_speed.py``), so the chosen variant is then re-trained and timed on the CPU.
 
-    python benchmarks/gpw_sweep.py --device cuda --parallel 6 --out results.jsonl
+    python benchmarks/gpw_sweep.py --round 2 --device cuda --parallel 8 --out results.jsonl
+    python benchmarks/gpw_sweep.py --summarize benchmarks/results/gpw_sweep_round*.jsonl   # a Markdown table
 """
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ def run(job):
             "train_seconds": round(seconds, 1), "device": device}
 
 
+def summarize(files: list[str]) -> None:
+    """Print the results of ``files`` as one Markdown table, best Recall@1 first."""
+    rows = [json.loads(line) for f in files for line in Path(f).read_text().splitlines() if line.strip()]
+    print("| variant | R@1 | R@2 | R@4 | R@8 | final loss |\n|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: -r["recall"]["1"]):
+        rec = r["recall"]
+        print(f"| {r['variant']} | {100 * rec['1']:.1f} | {100 * rec['2']:.1f} | {100 * rec['4']:.1f} | "
+              f"{100 * rec['8']:.1f} | {r['final_loss']:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default="data/synthetic")
@@ -98,7 +109,10 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=max(ROUNDS))
     parser.add_argument("--only", nargs="*", help="variant names (default: all of the round)")
     parser.add_argument("--out", default="benchmarks/results/gpw_sweep.jsonl")
+    parser.add_argument("--summarize", nargs="+", metavar="JSONL", help="print earlier results as a table and stop")
     args = parser.parse_args()
+    if args.summarize:
+        return summarize(args.summarize)
     variants = ROUNDS[args.round]
     names = args.only or list(variants)
     jobs = [(n, variants[n], args.root, args.device) for n in names]

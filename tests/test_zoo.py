@@ -1,5 +1,4 @@
 """The model zoo: train once and cache (keyed by config and data), atomic writes, safe loading."""
-import os
 
 import pytest
 import torch
