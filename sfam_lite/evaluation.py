@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .train import eval_transform
+from .train import eval_resize, eval_transform
 
 
 @dataclass
@@ -20,13 +20,12 @@ class EvalSet:
 
 def eval_set(dataset, image_size: int) -> EvalSet:
     """Load ``dataset`` (a :class:`data_download.CUB200`-like dataset of same-size images) and apply FRN's test
-    transform (resize the short side to ``image_size·92/84``, centre-crop ``image_size``) to images and boxes."""
+    transform (:func:`sfam_lite.train.eval_transform`) to the images and the same resize and crop to the boxes."""
     from data_download import load_tensors, transform_boxes
     raw, labels, boxes = load_tensors(dataset)
-    resize = round(image_size * 92 / 84)
     h, w = raw.shape[-2:]
     return EvalSet(eval_transform(image_size)(raw), labels,
-                   transform_boxes(boxes, (w, h), resize, image_size).float(), raw)
+                   transform_boxes(boxes, (w, h), eval_resize(image_size), image_size).float(), raw)
 
 
 @torch.no_grad()

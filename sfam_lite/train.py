@@ -87,9 +87,14 @@ def train_transform(size: int, crop_scale=(0.08, 1.0), jitter: float = 0.4) -> v
                        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
+def eval_resize(size: int) -> int:
+    """The short side FRN's test transform resizes to before centre-cropping ``size``: ``size · 92/84``."""
+    return round(size * 92 / 84)
+
+
 def eval_transform(size: int) -> v2.Compose:
-    """FRN's test transform scaled to ``size``: resize the short side to ``size · 92/84``, centre-crop ``size``."""
-    return v2.Compose([v2.Resize(round(size * 92 / 84), antialias=True), v2.CenterCrop(size),
+    """FRN's test transform scaled to ``size``: resize the short side to :func:`eval_resize`, centre-crop ``size``."""
+    return v2.Compose([v2.Resize(eval_resize(size), antialias=True), v2.CenterCrop(size),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
