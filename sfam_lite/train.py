@@ -27,6 +27,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def lr_factor(schedule: str, warmup: int, steps: int):
+    """The learning-rate multiplier per step: ``"constant"`` (1 after a linear warm-up of ``warmup`` steps) or
+    ``"cosine"`` (the same warm-up, then a half cosine from 1 down to 0 at ``steps``)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r}: use 'constant' or 'cosine'.")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    return factor
+
+
+def _autocast(precision: str, device: str):
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}: use 'float32' or 'bfloat16'.")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 @dataclass(frozen=True)
 class FRNConfig:
     """FRN's recipe (SGD with Nesterov momentum, step schedule, RandomResizedCrop + ColorJitter + flip,
@@ -77,6 +98,12 @@ class GPWConfig:
     precision: str = "float32"   # or "bfloat16": autocast the forward pass (CPUs with AVX512-BF16/AMX, GPUs)
     weights: str | None = None   # torchvision weights name, e.g. "IMAGENET1K_V1" (downloaded by torchvision)
     seed: int = 0
+
+    def __post_init__(self):   # refuse a bad configuration before any data is loaded
+        lr_factor(self.schedule, self.warmup, self.batches)
+        _autocast(self.precision, "cpu")
+        if self.warmup < 0 or self.batches < 1:
+            raise ValueError(f"need warmup >= 0 and batches >= 1, got warmup={self.warmup}, batches={self.batches}.")
 
 
 def train_transform(size: int, crop_scale=(0.08, 1.0), jitter: float = 0.4) -> v2.Compose:
@@ -183,27 +210,6 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
         history.append({"step": step, "loss": loss.item()})
         _report(bar, history)
     return model.eval(), history
-
-
-def lr_factor(schedule: str, warmup: int, steps: int):
-    """The learning-rate multiplier per step: ``"constant"`` (1 after a linear warm-up of ``warmup`` steps) or
-    ``"cosine"`` (the same warm-up, then a half cosine from 1 down to 0 at ``steps``)."""
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown schedule {schedule!r}: use 'constant' or 'cosine'.")
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-    return factor
-
-
-def _autocast(precision: str, device: str):
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}: use 'float32' or 'bfloat16'.")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def _report(bar, history: list[dict], every: int = 10) -> None:
