@@ -1,6 +1,7 @@
 """Which GPW CPU configuration reaches Recall@1 ≥ 60 % within a CPU budget? A sweep run on a GPU.
 
-Each variant trains the GPW embedding (``sfam_lite.train.train_gpw``) on the synthetic benchmark's classes
+Each variant (``BASE`` plus a few overrides) trains the GPW embedding (``sfam_lite.train.train_gpw``) on the
+synthetic benchmark's classes
 1–100 for the number of batches given, then measures Recall@1/2/4/8 on classes 101–200. The GPU only makes
 the sweep fast; the batch counts are what 2 CPU cores manage in about five minutes (measured separately with
 ``benchmarks/gpw_cpu_speed.py``), so the chosen variant is then re-trained and timed on the CPU.
@@ -15,10 +16,17 @@ import json
 import multiprocessing as mp
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Every variant is this base (GPWConfig as it was before the sweep) plus its overrides, so that later changes
+# of GPWConfig's defaults do not change what a variant means. Each result records its full configuration.
+BASE = {"arch": "resnet18", "last_stride": 1, "freeze_bn": False, "dim": 512, "image_size": 80,
+        "classes_per_batch": 16, "instances": 5, "batches": 300, "lr": 1e-3, "weight_decay": 5e-4,
+        "crop_scale": (0.25, 1.0), "jitter": 0.0, "schedule": "constant", "warmup": 0, "precision": "float32",
+        "alpha": 2.0, "beta": 40.0, "lam": 0.5, "margin": 0.1, "weights": None, "seed": 0}
 COSINE = {"schedule": "cosine", "warmup": 50}
 CROP = {"crop_scale": (0.5, 1.0)}
 ROUNDS = {
@@ -78,7 +86,7 @@ def run(job):
     from sfam_lite.metrics import recall_at_k
     from sfam_lite.train import GPWConfig, train_gpw
     images, labels = load_tensors(SyntheticCUB200(root, split="retrieval_train"), progress=False)[:2]
-    config = GPWConfig(**overrides)
+    config = GPWConfig(**{**BASE, **overrides})
     start = time.perf_counter()
     model, history = train_gpw(images, labels, config, progress=False, device=device)
     seconds = time.perf_counter() - start
@@ -87,7 +95,7 @@ def run(job):
         emb = torch.cat([model(test.images[i:i + 500].to(device)) for i in range(0, len(test.images), 500)]).cpu()
     recall = recall_at_k(emb, test.labels)
     tail = sum(h["loss"] for h in history[-50:]) / len(history[-50:])
-    return {"variant": name, "overrides": overrides, "recall": recall, "final_loss": tail,
+    return {"variant": name, "overrides": overrides, "config": asdict(config), "recall": recall, "final_loss": tail,
             "train_seconds": round(seconds, 1), "device": device}
 
 
