@@ -72,8 +72,9 @@ def colour_overlap(params: synthetic.Params = synthetic.Params(), n_images: int 
     Bird pixels are those where the image differs from its own background (rendered without the bird).
     For each colour of :data:`synthetic.PALETTE` we count the share of background pixels within
     ``radius`` (RGB distance) of it; a colour is *shared* if that share is at least ``min_share``.
-    ``bird_pixels_shared`` is the share of bird pixels whose colour has a background pixel of similar
-    colour (within ``radius``) at least ``min_share`` of the time.
+    ``bird_pixels_shared`` is the share of bird pixels whose colour is common in the backgrounds: with
+    colours quantised to 16 levels per channel, the bird pixel's cell and its 26 neighbouring cells hold at
+    least ``min_share`` of the background pixels (``radius`` does not enter this measure).
     """
     specs = synthetic.class_specs(params.num_classes, params.seed)
     total = params.num_classes * params.images_per_class
