@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .train import eval_resize, eval_transform
+from .train import eval_transform
 
 
 @dataclass
@@ -15,17 +15,22 @@ class EvalSet:
     images: torch.Tensor      # (n, 3, S, S) normalised float
     labels: torch.Tensor      # (n,) 0-based class index
     boxes: torch.Tensor       # (n, 4) x, y, w, h in the transformed image
-    raw: torch.Tensor         # (n, 3, H, W) uint8, before the transform
 
 
-def eval_set(dataset, image_size: int) -> EvalSet:
-    """Load ``dataset`` (a :class:`data_download.CUB200`-like dataset of same-size images) and apply FRN's test
-    transform (:func:`sfam_lite.train.eval_transform`) to the images and the same resize and crop to the boxes."""
-    from data_download import load_tensors, transform_boxes
-    raw, labels, boxes = load_tensors(dataset)
-    h, w = raw.shape[-2:]
-    return EvalSet(eval_transform(image_size)(raw), labels,
-                   transform_boxes(boxes, (w, h), eval_resize(image_size), image_size).float(), raw)
+def eval_set(dataset, image_size: int, progress: bool = False) -> EvalSet:
+    """Load ``dataset`` (a :class:`data_download.CUB200`-like dataset; images of any size) through FRN's test
+    transform (:func:`sfam_lite.train.eval_transform`), which moves each image's box with it."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+    from tqdm.auto import tqdm
+    transform = eval_transform(image_size)
+    images, boxes = [], []
+    for k in tqdm(range(len(dataset)), desc="test images", disable=not progress, leave=False):
+        with Image.open(dataset.image_path(k)) as im:
+            image = pil_to_tensor(im.convert("RGB"))
+        images.append(transform(image))
+        boxes.append(transform.transform_box(dataset.boxes[k], (image.shape[-1], image.shape[-2])))
+    return EvalSet(torch.stack(images), dataset.labels.clone(), torch.stack(boxes).float())
 
 
 @torch.no_grad()
@@ -36,8 +41,9 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int = 250):
     outputs, maps = [], []
     try:
         for i in range(0, len(images), batch):
-            outputs.append(model(images[i:i + batch]))
-            maps.append(capture.output)
+            output, fmap = capture.run(model, images[i:i + batch])
+            outputs.append(output)
+            maps.append(fmap)
     finally:
         capture.remove()
     return torch.cat(outputs), torch.cat(maps)
@@ -74,8 +80,6 @@ def few_shot_accuracy(model, features: torch.Tensor, labels, episodes: int = 100
 
 def retrieval_pairs(embeddings: torch.Tensor, labels: torch.Tensor):
     """Each item's most cosine-similar other item: ``(query_index, retrieved_index, correct)``."""
-    x = torch.nn.functional.normalize(embeddings, dim=-1)
-    sim = x @ x.T
-    sim.fill_diagonal_(-float("inf"))
-    top = sim.argmax(1)
+    from .metrics import nearest_others
+    top = nearest_others(embeddings, 1)[:, 0]
     return torch.arange(len(labels)), top, labels[top] == labels

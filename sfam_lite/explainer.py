@@ -66,6 +66,15 @@ class FeatureCapture:
                             "choose a layer whose output is the (B, N, H, W) feature map.")
         self.output = output.detach()
 
+    def run(self, model: nn.Module, images: torch.Tensor):
+        """``model(images)`` and the layer's output during that call; an error if the layer did not run."""
+        self.output = None
+        result = model(images)
+        if self.output is None:
+            raise RuntimeError("the target layer did not run during the model's forward pass; "
+                               "pass a module that the model actually calls.")
+        return result, self.output
+
     def remove(self) -> None:
         self._handle.remove()
 
@@ -100,12 +109,7 @@ class PairExplainer:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Run the model on ``(B, C, H, W)`` images and return the target layer's ``(B, N, h, w)`` output."""
-        self._capture.output = None
-        self.model(images)
-        out = self._capture.output
-        if out is None:
-            raise RuntimeError("the target layer did not run during the model's forward pass; "
-                               "pass a module that the model actually calls.")
+        out = self._capture.run(self.model, images)[1]
         check_ndim(out, "the target layer's output", (4,), "(B, N, H, W)")
         check_finite(out, "the target layer's output")
         return out

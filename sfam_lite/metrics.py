@@ -4,13 +4,18 @@ from __future__ import annotations
 import torch
 
 
-def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks=(1, 2, 4, 8)) -> dict[int, float]:
-    """Recall@K for retrieval with every item as query and the rest as gallery (the query itself excluded):
-    the share of queries with at least one same-label item among their K most cosine-similar others."""
+def nearest_others(embeddings: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(n, k)`` of each item's ``k`` most cosine-similar *other* items, most similar first."""
     x = torch.nn.functional.normalize(embeddings, dim=-1)
     sim = x @ x.T
     sim.fill_diagonal_(-float("inf"))
-    top = sim.topk(max(ks), dim=1).indices
+    return sim.topk(k, dim=1).indices
+
+
+def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks=(1, 2, 4, 8)) -> dict[int, float]:
+    """Recall@K for retrieval with every item as query and the rest as gallery (the query itself excluded):
+    the share of queries with at least one same-label item among their K most cosine-similar others."""
+    top = nearest_others(embeddings, max(ks))
     hit = labels[top] == labels[:, None]
     return {k: hit[:, :k].any(1).sum().item() / len(labels) for k in ks}
 
@@ -41,7 +46,8 @@ def pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Share of each min-max normalised map's total mass that lies inside its box: ``(B,)``.
-    Compare it with the box's share of the image (:func:`box_share`); a uniform map scores exactly that."""
+    Compare it with the box's share of the image (:func:`box_share`), which a map of independent, identically
+    distributed values scores on average. A constant map normalises to zeros and scores 0."""
     from .maps import minmax_normalize
     m = minmax_normalize(maps).double()
     masks = box_masks(boxes, maps.shape[-2:])

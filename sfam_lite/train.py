@@ -114,15 +114,13 @@ def train_transform(size: int, crop_scale=(0.08, 1.0), jitter: float = 0.4) -> v
                        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def eval_resize(size: int) -> int:
-    """The short side FRN's test transform resizes to before centre-cropping ``size``: ``size · 92/84``."""
-    return round(size * 92 / 84)
-
-
-def eval_transform(size: int) -> v2.Compose:
-    """FRN's test transform scaled to ``size``: resize the short side to :func:`eval_resize`, centre-crop ``size``."""
-    return v2.Compose([v2.Resize(eval_resize(size), antialias=True), v2.CenterCrop(size),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def eval_transform(size: int):
+    """FRN's test transform scaled to ``size``: resize the short side to ``size · 92/84``, centre-crop ``size``,
+    then float and ImageNet normalisation. A :class:`data_download.ResizeCropFlip`, so its ``transform_box``
+    moves boxes exactly as the images move."""
+    from data_download import ResizeCropFlip
+    return ResizeCropFlip(round(size * 92 / 84), size,
+                          then=v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
 
 
 def _augment(images: torch.Tensor, transform) -> torch.Tensor:

@@ -101,8 +101,12 @@ class FRN(nn.Module):
 
     def positions(self, images: torch.Tensor) -> torch.Tensor:
         """Feature vectors per position, scaled by 1/√C as FRN does: ``(B, H·W, C)``."""
-        fmap = self(images) / math.sqrt(self.channels)
-        return fmap.flatten(2).transpose(1, 2)
+        return self.read_positions(self(images))
+
+    @staticmethod
+    def read_positions(fmap: torch.Tensor) -> torch.Tensor:
+        """How FRN reads a feature map ``(B, C, H, W)``: ``H·W`` vectors of dimension C, scaled by 1/√C."""
+        return fmap.flatten(2).transpose(1, 2) / math.sqrt(fmap.shape[1])
 
     def head(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """Logits ``(..., Q, way)`` from position features: ``support`` ``(..., way, shot, r, d)``, ``query``
