@@ -23,6 +23,9 @@ from tqdm.auto import tqdm
 from .models import FRN, GPWEmbedding, multi_similarity_loss
 from .sampling import BalancedBatchSampler, EpisodeSampler
 
+# Part of every cached model's key (sfam_lite.zoo): raise it when a change to the training code changes the
+# weights a configuration produces, so that caches made before the change are not reused.
+TRAINING_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -171,9 +174,9 @@ def train_frn(images: torch.Tensor, labels: torch.Tensor, config: FRNConfig = FR
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         history.append({"step": step, "loss": loss.item(), "frn_loss": frn_loss.item(),
-                        "accuracy": (logits.argmax(1) == target).float().mean().item()})
+                        "accuracy": (logits.argmax(1) == target).float().mean().item(), "lr": opt.param_groups[0]["lr"]})
+        sched.step()
         _report(bar, history)
     return model.eval(), history
 
@@ -204,8 +207,8 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
         opt.zero_grad()
         loss.backward()
         opt.step()
+        history.append({"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"]})
         sched.step()
-        history.append({"step": step, "loss": loss.item()})
         _report(bar, history)
     return model.eval(), history
 
@@ -214,7 +217,7 @@ def _report(bar, history: list[dict], every: int = 10) -> None:
     """Show the mean loss (and accuracy) of the last ``every`` steps on the progress bar."""
     if len(history) % every == 0:
         recent = history[-every:]
-        bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in recent[0] if k != "step"})
+        bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in recent[0] if k not in ("step", "lr")})
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from .models import FRN, GPWEmbedding
-from .train import FRNConfig, GPWConfig, train_frn, train_gpw
+from .train import TRAINING_VERSION, FRNConfig, GPWConfig, train_frn, train_gpw
 
 NAMES = ("frn-synthetic", "gpw-synthetic", "frn-cub", "gpw-cub")
 FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.pth"
@@ -45,10 +45,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SFAM_BOOK_CACHE", Path.home() / ".cache" / "sfam-book")).expanduser()
 
 
-def default_data_root(name: str) -> Path:
-    """Where the book keeps a dataset by default: ``$SFAM_BOOK_CACHE/data/synthetic`` (or ``.../cub200``).
-    ``name`` is a dataset (``"synthetic"``, ``"cub200"``) or a model name ending in one."""
-    return cache_dir() / "data" / ("synthetic" if name.endswith("synthetic") else "cub200")
+def default_data_root(name: str, cache: Path | None = None) -> Path:
+    """Where the book keeps a dataset by default: ``$SFAM_BOOK_CACHE/data/synthetic`` (or ``.../cub200``),
+    or the same below ``cache``. ``name`` is a dataset (``"synthetic"``, ``"cub200"``) or a model name ending in one."""
+    return Path(cache or cache_dir()) / "data" / ("synthetic" if name.endswith("synthetic") else "cub200")
 
 
 def config_for(name: str, **overrides):
@@ -63,15 +63,20 @@ def config_for(name: str, **overrides):
 
 
 def _data_fingerprint(dataset) -> str:
+    """The metadata tables and the completion marker (for the synthetic benchmark: its generation parameters,
+    which decide the pixels), so that other data never loads a model trained on different data."""
+    from data_download.publish import read_marker
     folder = Path(dataset.folder)
     h = hashlib.sha256()
     for name in ("images.txt", "image_class_labels.txt", "bounding_boxes.txt", "classes.txt"):
         h.update((folder / name).read_bytes())
+    h.update(json.dumps(read_marker(folder), sort_keys=True).encode())
     return h.hexdigest()
 
 
 def checkpoint_path(name: str, config, fingerprint: str, cache: Path | None = None) -> Path:
-    key = json.dumps({"name": name, "config": asdict(config), "data": fingerprint}, sort_keys=True, default=list)
+    key = json.dumps({"name": name, "config": asdict(config), "data": fingerprint, "code": TRAINING_VERSION},
+                     sort_keys=True, default=list)
     return Path(cache or cache_dir()) / "models" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -103,13 +108,17 @@ def _build(name: str, config):
         GPWEmbedding(config.arch, config.dim, last_stride=config.last_stride, freeze_bn=config.freeze_bn)
 
 
-def _training_images(dataset, config, progress: bool):
-    from data_download import load_tensors
-    if dataset.__class__.__name__ == "SyntheticCUB200":
-        return load_tensors(dataset, progress=progress)[:2]
+def _cub_transform(config):
+    """CUB's images differ in size: bring them to one square side (256/227 of the crop, as MS loss), as uint8."""
     from torchvision.transforms import v2
     side = round(config.image_size * 256 / 227)
-    dataset.transform = v2.Compose([v2.Resize(side), v2.CenterCrop(side), v2.PILToTensor()])
+    return v2.Compose([v2.Resize(side), v2.CenterCrop(side), v2.PILToTensor()])
+
+
+def _training_images(dataset, synthetic: bool, progress: bool):
+    from data_download import load_tensors
+    if synthetic:   # one image size already: read the files directly
+        return load_tensors(dataset, progress=progress)[:2]
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=min(8, os.cpu_count() or 1))
     images, labels = zip(*[(x, y) for x, y, _ in loader])
     return torch.cat(images), torch.cat(labels)
@@ -126,25 +135,29 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     if name not in NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {NAMES}.")
     if name == "frn-cub":
-        return _load_frn_cub(weights_root, device)
+        if overrides:
+            raise ValueError(f"frn-cub is FRN's released checkpoint and has no configuration to change; "
+                             f"got {sorted(overrides)}. Train 'frn-synthetic' with overrides instead.")
+        return _load_frn_cub(weights_root, device, cache)
     from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
     config = config_for(name, **overrides)
     split = RECIPES[name][0]
-    root = Path(data_root) if data_root is not None else default_data_root(name)
-    dataset_class = SyntheticCUB200 if name.endswith("synthetic") else CUB200
-    try:
-        dataset = dataset_class(root, split=split)
-    except DatasetNotFoundError:
-        if not name.endswith("synthetic"):
-            raise
-        dataset = dataset_class(root, split=split, download=True)   # generate the benchmark offline
+    root = Path(data_root) if data_root is not None else default_data_root(name, cache)
+    synthetic = name.endswith("synthetic")
+    if synthetic:
+        try:
+            dataset = SyntheticCUB200(root, split=split)
+        except DatasetNotFoundError:
+            dataset = SyntheticCUB200(root, split=split, download=True)   # generate the benchmark offline
+    else:
+        dataset = CUB200(root, split=split, transform=_cub_transform(config))
     path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
     if path.exists():
         record = read_checkpoint(path)
         model = _build(name, config)
         model.load_state_dict(record["state_dict"])
     else:
-        images, labels = _training_images(dataset, config, progress)
+        images, labels = _training_images(dataset, synthetic, progress)
         trainer = train_frn if name.startswith("frn") else train_gpw
         start = time.perf_counter()
         model, history = trainer(images, labels, config, progress=progress, device=device)
@@ -158,8 +171,8 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     return model
 
 
-def _load_frn_cub(weights_root, device):
-    root = Path(weights_root) if weights_root is not None else cache_dir() / "frn_weights"
+def _load_frn_cub(weights_root, device, cache=None):
+    root = Path(weights_root) if weights_root is not None else Path(cache or cache_dir()) / "frn_weights"
     path = root / FRN_CUB_CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "

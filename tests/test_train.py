@@ -1,6 +1,7 @@
 """Training: deterministic for a seed, and the full configurations take one finite step on CPU."""
 import math
 
+import pytest
 import torch
 
 from sfam_lite.train import FRNConfig, GPWConfig, train_frn, train_gpw
@@ -86,6 +87,10 @@ def test_gpw_learning_rate_follows_the_schedule():
     cos, _ = train_gpw(images, labels, GPWConfig(**base, schedule="cosine"), progress=False)
     const, _ = train_gpw(images, labels, GPWConfig(**base, schedule="constant"), progress=False)
     assert not all(torch.equal(x, y) for x, y in zip(cos.state_dict().values(), const.state_dict().values()))
+    warm, hist = train_gpw(images, labels, GPWConfig(**{**base, "batches": 6, "warmup": 2}, schedule="cosine"),
+                           progress=False)
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]   # warm-up, then cosine
+    assert [h["lr"] for h in hist] == pytest.approx([1e-3 * f for f in expected], abs=1e-15)
 
 
 def test_bfloat16_autocast_step_is_finite():

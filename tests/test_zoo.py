@@ -76,3 +76,22 @@ def test_frn_cub_loads_an_official_layout_checkpoint(tmp_path):
     model = zoo.load("frn-cub", weights_root=tmp_path)
     assert isinstance(model, FRN) and model.channels == 640 and not model.training
     assert torch.equal(model.r, state["r"])
+
+
+def test_other_data_gets_another_checkpoint(tiny_root, tmp_path_factory, tmp_path):
+    """Same tables (classes, boxes, splits), other pixels (JPEG quality): the completion marker tells them apart."""
+    other = tmp_path_factory.mktemp("synthetic_q")
+    generate(other, images_per_class=3, size=40, num_classes=16, progress=False, workers=1, quality=60)
+    folder = "CUB_200_2011"
+    assert (other / folder / "bounding_boxes.txt").read_bytes() == (tiny_root / folder / "bounding_boxes.txt").read_bytes()
+    a = zoo.load("frn-synthetic", data_root=tiny_root, cache=tmp_path, progress=False, **TINY_FRN)
+    b = zoo.load("frn-synthetic", data_root=other, cache=tmp_path, progress=False, **TINY_FRN)
+    assert a.meta["checkpoint"] != b.meta["checkpoint"]
+
+
+def test_cache_argument_places_data_and_weights(tmp_path):
+    assert zoo.default_data_root("gpw-synthetic", cache=tmp_path) == tmp_path / "data" / "synthetic"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "frn_weights")):
+        zoo.load("frn-cub", cache=tmp_path)
+    with pytest.raises(ValueError, match=r"frn-cub .* got \['width'\]"):
+        zoo.load("frn-cub", weights_root=tmp_path, width=0.5)
