@@ -1,6 +1,7 @@
 """Seconds per GPW training batch on the CPU for the architectures and precisions the sweep compares.
 
-One batch = 16 classes × 5 images at 80 px, forward + MS loss + backward + Adam step, with 2 torch threads
+One batch = 16 classes × 5 images at 80 px, forward + MS loss + backward + Adam step (not the augmentation,
+about 0.02 s per batch on the same machine), with 2 torch threads
 (the book's CI machine). Ratios are against the previous default (ResNet-18, float32), run in the same
 process; the batch counts of ``gpw_sweep.py`` are about five minutes divided by these times.
 

@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted. Run the same command again; a partial download resumes.", file=sys.stderr)
+        again = ("nothing partial was kept" if args.command == "synthetic" else "a partial download resumes")
+        print(f"error: interrupted. Run the same command again; {again}.", file=sys.stderr)
         return 130
     if did:
         print(f"Done: {folder} is complete ({time.perf_counter() - start:.1f} s).")

@@ -156,4 +156,6 @@ def _bird_parts(values: tuple[str, ...]) -> list[tuple[tuple[int, int, int], np.
     beak_colour, beak_shape = spec["beak"].split("_")
     beak = np.array(BEAK_SHAPES[beak_shape]) + (hx + hr * 0.92, hy + 0.02)
     parts.append((BEAK_COLOURS[beak_colour], beak))
+    for _, polygon in parts:   # cached and shared between calls: nobody may edit them in place
+        polygon.flags.writeable = False
     return parts

@@ -167,15 +167,17 @@ class CUB200(torch.utils.data.Dataset):
         self.folder = self.root / FOLDER
         self.split = split
         self.transform = transform
+        split_classes(split)   # an unknown split fails here, before any download
         if download:
             self._download()
         self._check_complete()
         meta = read_metadata(self.folder)
         num_classes = len(meta.class_names)
+        self.classes = split_classes(split, num_classes)
         if split in ("train", "test"):
             keep = meta.is_train if split == "train" else ~meta.is_train
         else:
-            keep = np.isin(meta.class_ids, split_classes(split, num_classes))
+            keep = np.isin(meta.class_ids, self.classes)
         index = np.flatnonzero(keep)
         self.meta = meta
         self.num_classes = num_classes
@@ -184,7 +186,6 @@ class CUB200(torch.utils.data.Dataset):
         self.class_ids = meta.class_ids[index]
         self.boxes = torch.as_tensor(meta.boxes[index], dtype=torch.float32)
         self.labels = torch.as_tensor(self.class_ids - 1)
-        self.classes = split_classes(split, num_classes)
 
     def _download(self) -> None:
         from .install import install

@@ -90,6 +90,14 @@ def test_unknown_split_names_the_choices():
     assert set(SPLITS) >= {"frn_train", "chen_novel", "retrieval_test"}
 
 
+def test_unknown_split_fails_before_any_download(tmp_path, monkeypatch):
+    def no_download(self):
+        raise AssertionError("downloaded although the split is unknown")
+    monkeypatch.setattr(CUB200, "_download", no_download)
+    with pytest.raises(ValueError, match="Unknown split 'fewshot'"):
+        CUB200(tmp_path, split="fewshot", download=True)
+
+
 # ---------------------------------------------------------------------------------------------- metadata
 
 def test_metadata_is_read_in_order(tmp_path):
