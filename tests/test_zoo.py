@@ -95,3 +95,21 @@ def test_cache_argument_places_data_and_weights(tmp_path):
         zoo.load("frn-cub", cache=tmp_path)
     with pytest.raises(ValueError, match=r"frn-cub .* got \['width'\]"):
         zoo.load("frn-cub", weights_root=tmp_path, width=0.5)
+
+
+def test_train_command_caches_the_model_and_writes_a_log(tiny_root, tmp_path, capsys):
+    import json
+
+    from sfam_lite.train import main
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY_FRN))
+    cache = tmp_path / "cache"
+    assert main(["frn", "--config", str(config), "--data-root", str(tiny_root), "--cache", str(cache)]) == 0
+    (checkpoint,) = (cache / "models").glob("*.pt")
+    log = checkpoint.with_suffix(".log.csv")
+    rows = [row.split(",") for row in log.read_text().splitlines()]
+    assert rows[0] == ["step", "loss", "frn_loss", "accuracy", "lr"] and len(rows) == 1 + TINY_FRN["episodes"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(TINY_FRN["episodes"]))
+    assert f"model: {checkpoint}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["frn", "--data", "cub"])   # FRN on CUB is the released checkpoint, not trained here
