@@ -3,11 +3,18 @@
 * :mod:`sfam_lite.cis` — the channel-wise contribution importance scores (Eq. 1, 2, 4, 5, 7).
 * :func:`sfam_map` — the explanation map (Eq. 3 / Eq. 6).
 * :class:`SFAM` — the explainer for any ``nn.Module``, via a forward hook on a target layer.
+* :class:`RAM`, :class:`CGRAM`, :class:`GradFAM`, :class:`Decomposition` — the paper's baselines
+  (:mod:`sfam_lite.baselines`); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
+  image-independent reference maps (:mod:`sfam_lite.references`).
 """
 from . import cis
-from .explainer import SFAM, Explanation, PairExplainer
+from .explainer import SFAM, Explanation, PairContext, PairExplainer
+from .baselines import CGRAM, RAM, Decomposition, GradFAM
+from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 from .maps import minmax_normalize, sfam_map, upsample
 from . import plotting
 
-__all__ = ["cis", "plotting", "SFAM", "Explanation", "PairExplainer", "sfam_map", "upsample", "minmax_normalize"]
+__all__ = ["cis", "plotting", "SFAM", "RAM", "CGRAM", "GradFAM", "Decomposition", "CentreBoxMap",
+           "CentredGaussianMap", "RandomMap", "Explanation", "PairContext", "PairExplainer", "sfam_map",
+           "upsample", "minmax_normalize"]
 __version__ = "0.1.0"

@@ -1,8 +1,16 @@
 """Explainers for metric-learning models: a small shared base and SFAM (paper §3).
 
 The shape follows pytorch-grad-cam: an explainer is built from a model and a target layer,
-captures that layer's feature map with a forward hook, and is called on inputs. Subclasses
-differ only in how they turn the pooled query and support vectors into channel weights.
+captures that layer's feature map with a forward hook, and is called on a query and its support
+images. One shared pipeline does the rest (pool, weight, combine, rectify, upsample); a method
+is a subclass that says how channel weights come from a :class:`PairContext` (SFAM: Norm(ω) of
+the two pooled vectors; the baselines in :mod:`sfam_lite.baselines`: the image's own vector or
+averaged gradients of a similarity *target*).
+
+Every explainer also explains from feature maps computed once per image
+(:meth:`PairExplainer.explain_features`), so many pairs cost no backbone passes; an explainer
+built with ``model=None`` does only that and installs no hook. Gradient methods need the layers
+after the target layer for this, as a ``head``.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ from torch import nn
 
 from . import cis
 from ._checks import as_float_tensor, check_finite, check_ndim
-from .maps import sfam_map
+from .maps import sfam_map, upsample
 
 POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "avg": lambda a: a.mean(dim=(-2, -1)),
@@ -27,44 +35,68 @@ class Explanation:
     """What an explainer returns for B queries, each compared with K support images.
 
     Attributes:
-        query_maps: ``(B, H, W)`` maps at input resolution (Eq. 3 / Eq. 6, not rescaled).
-        support_maps: ``(B, K, H, W)``, one map per support image, all with the query's weights.
-        weights: ``(B, N)`` normalised channel weights ``Norm(ω)`` (Eq. 4).
-        scores: ``(B, N)`` raw CIS ``ω`` (Eq. 2 or Eq. 5), summing to 1 over channels.
+        query_maps: ``(B, H, W)`` maps at input resolution (for SFAM Eq. 3 / Eq. 6, not rescaled).
+        support_maps: ``(B, K, H, W)``, one map per support image.
+        weights: ``(B, N)`` channel weights of the query map (SFAM: ``Norm(ω)``, Eq. 4); None for
+            methods without channel weights.
+        support_weights: ``(B, K, N)`` channel weights of the support maps (SFAM: the query's, repeated).
+        scores: ``(B, N)`` the method's raw channel scores (SFAM: CIS ``ω``, Eq. 2 or Eq. 5).
         query_vectors, support_vectors: ``(B, N)`` pooled query vector ``V^Q`` and support
             prototype ``V^S`` (Eq. 1).
         squared_distance: ``(B,)`` ``‖V^Q - V^S‖²``, the D of Eq. 2.
         cosine_similarity: ``(B,)`` ``cos(V^Q, V^S)``; the D of Eq. 5 is ``2 - 2 cos``.
-        query_features, support_features: the captured feature maps ``(B, N, h, w)`` and
-            ``(B, K, N, h, w)``.
+        query_features, support_features: the feature maps ``(B, N, h, w)`` and ``(B, K, N, h, w)``.
     """
 
     query_maps: torch.Tensor
     support_maps: torch.Tensor
-    weights: torch.Tensor
-    scores: torch.Tensor
-    query_vectors: torch.Tensor
-    support_vectors: torch.Tensor
-    squared_distance: torch.Tensor
-    cosine_similarity: torch.Tensor
+    weights: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    query_vectors: torch.Tensor | None = None
+    support_vectors: torch.Tensor | None = None
+    squared_distance: torch.Tensor | None = None
+    cosine_similarity: torch.Tensor | None = None
+    query_features: torch.Tensor | None = None
+    support_features: torch.Tensor | None = None
+    support_weights: torch.Tensor | None = None
+
+
+@dataclass
+class PairContext:
+    """Everything a method may use to weight channels, for B queries and their K support images.
+
+    ``query_features`` ``(B, N, h, w)``, ``support_features`` ``(B, K, N, h, w)``; pooled vectors
+    ``query_vectors`` ``(B, N)``, ``support_vectors_each`` ``(B, K, N)`` and their mean, the prototype
+    ``support_vectors`` ``(B, N)`` (Eq. 1). ``query_gradients`` / ``support_gradients``: gradients of the
+    method's target with respect to the feature maps (same shapes), only for methods that ask for them.
+    """
     query_features: torch.Tensor
     support_features: torch.Tensor
+    query_vectors: torch.Tensor
+    support_vectors_each: torch.Tensor
+    support_vectors: torch.Tensor
+    query_gradients: torch.Tensor | None = None
+    support_gradients: torch.Tensor | None = None
 
 
 class FeatureCapture:
-    """Keeps the output of ``layer`` from the latest forward pass, via a forward hook."""
+    """Keeps the output of ``layer`` from the latest forward pass, via a forward hook.
 
-    def __init__(self, layer: nn.Module):
+    ``keep_graph=False`` stores it detached; ``keep_graph=True`` keeps it in the autograd graph so that a
+    gradient with respect to it can be taken (run the model with gradients enabled)."""
+
+    def __init__(self, layer: nn.Module, keep_graph: bool = False):
         if not isinstance(layer, nn.Module):
             raise TypeError(f"target_layer must be an nn.Module, got {type(layer).__name__}.")
         self.output: torch.Tensor | None = None
+        self.keep_graph = keep_graph
         self._handle = layer.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the target layer returned {type(output).__name__}, not a tensor; "
                             "choose a layer whose output is the (B, N, H, W) feature map.")
-        self.output = output.detach()
+        self.output = output if self.keep_graph else output.detach()
 
     def run(self, model: nn.Module, images: torch.Tensor):
         """``model(images)`` and the layer's output during that call; an error if the layer did not run."""
@@ -79,17 +111,39 @@ class FeatureCapture:
         self._handle.remove()
 
 
+def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
+    """A model output as a vector per image: a spatial ``(..., C, H, W)`` output is average-pooled."""
+    return x.mean(dim=(-2, -1)) if x.ndim >= 4 else x
+
+
 class PairExplainer:
     """Shared pipeline: capture the target layer for query and support images, pool, weight, combine.
 
-    Subclasses implement :meth:`channel_weights`. Use as a context manager (or call
-    :meth:`close`) to remove the hook from the model. The model is used as it is: put it in
-    ``eval()`` mode first, as for any explanation.
+    A method implements :meth:`channel_weights` (and, if it needs them, sets ``needs_gradients`` and a
+    :meth:`target`). Use as a context manager (or call :meth:`close`) to remove the hooks from the model.
+    The model is used as it is: put it in ``eval()`` mode first, as for any explanation.
+
+    Args:
+        model: any ``nn.Module`` called on a batch of images, or None for an explainer that only
+            explains cached features (:meth:`explain_features`).
+        target_layer: the module whose output is the feature map ``A``; None when ``model`` is None.
+        pool: ``p(·)``: ``"avg"``, ``"max"`` or a callable mapping ``(B, N, H, W)`` to ``(B, N)``.
+        head: for gradient methods' :meth:`explain_features`: the layers after the target layer, mapping
+            ``(B, N, h, w)`` features to what :meth:`target` reads (the model output or raw embedding).
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module, pool: str | Callable = "avg"):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    #: whether :meth:`channel_weights` reads ``query_gradients`` / ``support_gradients``
+    needs_gradients = False
+    #: ReLU at feature resolution before upsampling (Grad-CAM's convention); SFAM returns Eq. 3 as it is
+    rectify = False
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None, pool: str | Callable = "avg",
+                 head: Callable | None = None):
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module (or None to explain cached features), got {type(model).__name__}.")
+        if model is None and target_layer is not None:
+            raise ValueError("target_layer given without a model; pass the model too, or neither to explain "
+                             "cached features only.")
         if isinstance(pool, str):
             if pool not in POOLS:
                 raise ValueError(f"unknown pool {pool!r}; choose one of {tuple(POOLS)} or pass a callable "
@@ -97,22 +151,52 @@ class PairExplainer:
             pool = POOLS[pool]
         elif not callable(pool):
             raise TypeError("pool must be 'avg', 'max' or a callable mapping (B, N, H, W) to (B, N).")
-        self.model, self.pool = model, pool
-        self._capture = FeatureCapture(target_layer)
+        if head is not None and not callable(head):
+            raise TypeError(f"head must be a callable (e.g. an nn.Module), got {type(head).__name__}.")
+        self.model, self.pool, self.head = model, pool, head
+        self._capture = FeatureCapture(target_layer, keep_graph=self.needs_gradients) if model is not None else None
 
-    # -- the part a subclass defines ---------------------------------------------------------
-    def channel_weights(self, v_q: torch.Tensor, v_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(weights, scores)`` of shape ``(B, N)`` from pooled vectors ``(B, N)``."""
+    # -- the part a method defines -----------------------------------------------------------
+    def channel_weights(self, ctx: PairContext):
+        """Return ``(query_weights, support_weights, scores)``: ``(B, N)``, ``(B, K, N)`` or None (the query's
+        weights for every support image), and ``(B, N)`` raw scores (or None)."""
         raise NotImplementedError
 
+    def target(self, query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
+        """For gradient methods: the scalar per pair ``(B,)`` whose gradients weight the channels, from the
+        query's output ``(B, ...)`` and its support images' outputs ``(B, K, ...)``."""
+        raise NotImplementedError
+
+    def target_input(self, model_output: torch.Tensor) -> torch.Tensor:
+        """What :meth:`target` reads, taken right after a forward pass: the model's output by default."""
+        return model_output
+
+    def combine(self, ctx: PairContext, query_weights: torch.Tensor, support_weights: torch.Tensor):
+        """Maps at feature resolution: ``Σ_n w_n A^n`` (Eq. 3) for the query ``(B, h, w)`` and each support
+        image ``(B, K, h, w)``."""
+        a_s = ctx.support_features
+        query_maps = sfam_map(ctx.query_features, query_weights)
+        support_maps = sfam_map(a_s.flatten(0, 1), support_weights.flatten(0, 1)).reshape(*a_s.shape[:2], *a_s.shape[-2:])
+        return query_maps, support_maps
+
     # -- the shared pipeline -----------------------------------------------------------------
-    @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Run the model on ``(B, C, H, W)`` images and return the target layer's ``(B, N, h, w)`` output."""
-        out = self._capture.run(self.model, images)[1]
+        self._require_model()
+        with torch.no_grad():
+            out = self._capture.run(self.model, images)[1]
+        self._check_features(out)
+        return out.detach()
+
+    def _require_model(self):
+        if self.model is None:
+            raise RuntimeError(f"this {type(self).__name__} was built without a model; call explain_features on "
+                               "cached feature maps, or build it with a model and target layer.")
+
+    @staticmethod
+    def _check_features(out):
         check_ndim(out, "the target layer's output", (4,), "(B, N, H, W)")
         check_finite(out, "the target layer's output")
-        return out
 
     def __call__(self, query_images: torch.Tensor, support_images: torch.Tensor) -> Explanation:
         """Explain B queries against support images.
@@ -120,6 +204,7 @@ class PairExplainer:
         ``support_images`` is ``(K, C, H, W)`` (one support set for every query) or
         ``(B, K, C, H, W)`` (a support set per query); K ≥ 1.
         """
+        self._require_model()
         query_images = as_float_tensor(query_images, "query_images")
         support_images = as_float_tensor(support_images, "support_images")
         check_ndim(query_images, "query_images", (4,), "(B, C, H, W)")
@@ -138,19 +223,48 @@ class PairExplainer:
             raise ValueError(f"support_images has {support_images.shape[0]} support sets for {b} queries.")
         check_finite(query_images, "query_images")
         check_finite(support_images, "support_images")
+        size = query_images.shape[-2:]
+        flat_support = support_images.reshape(-1, *support_images.shape[-3:])
 
-        a_q = self.features(query_images)
-        a_s = self.features(support_images.reshape(-1, *support_images.shape[-3:]))
-        a_s = a_s.reshape(1 if shared else b, k, *a_s.shape[1:]).expand(b, -1, -1, -1, -1)
-        return self.explain_features(a_q, a_s, size=query_images.shape[-2:])
+        if not self.needs_gradients:
+            a_q = self.features(query_images)
+            a_s = self.features(flat_support)
+            a_s = a_s.reshape(1 if shared else b, k, *a_s.shape[1:]).expand(b, -1, -1, -1, -1)
+            return self._explain(a_q, a_s, size)
+
+        # gradient methods: a support image shared by all queries gets a gradient per query, so repeat it
+        flat_support = support_images.expand(b, *support_images.shape[-4:]).reshape(-1, *support_images.shape[-3:]) \
+            if shared else flat_support
+        with torch.enable_grad():
+            out_q, a_q = self._capture.run(self.model, query_images)
+            out_q = self.target_input(out_q)
+            out_s, a_s = self._capture.run(self.model, flat_support)
+            out_s = self.target_input(out_s)
+            self._check_features(a_q.detach())
+            self._check_features(a_s.detach())
+            grad_q, grad_s = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), a_q, a_s)
+        a_s = a_s.detach().reshape(b, k, *a_s.shape[1:])
+        return self._explain(a_q.detach(), a_s, size, grad_q, grad_s.reshape(a_s.shape))
+
+    def _gradients(self, out_q, out_s, a_q, a_s):
+        score = self.target(out_q, out_s)
+        if score.shape != (out_q.shape[0],):
+            raise ValueError(f"the target returned shape {tuple(score.shape)}; it must return one value per query, "
+                             f"shape ({out_q.shape[0]},).")
+        grad_q, grad_s = torch.autograd.grad(score.sum(), (a_q, a_s), allow_unused=True)
+        if grad_q is None or grad_s is None:
+            raise RuntimeError("the target does not depend on the target layer's output; check that the target "
+                               "layer comes before the module the target reads.")
+        return grad_q, grad_s
 
     def explain_features(self, query_features: torch.Tensor, support_features: torch.Tensor,
-                         size: tuple[int, int] | None = None) -> Explanation:
+                         size: tuple[int, int] | None = None, head: Callable | None = None) -> Explanation:
         """The explanation from feature maps already computed: ``(B, N, h, w)`` for the queries and
         ``(B, K, N, h, w)`` for their support sets; maps are upsampled to ``size`` when given. Use it to
-        explain many pairs from features cached once per image."""
-        a_q = as_float_tensor(query_features, "query_features")
-        a_s = as_float_tensor(support_features, "support_features")
+        explain many pairs from features cached once per image. Gradient methods run ``head`` (or the
+        ``head`` given when the explainer was built) on the features to reach their target."""
+        a_q = as_float_tensor(query_features, "query_features").detach()
+        a_s = as_float_tensor(support_features, "support_features").detach()
         check_ndim(a_q, "query_features", (4,), "(B, N, h, w)")
         check_ndim(a_s, "support_features", (5,), "(B, K, N, h, w)")
         b, k = a_s.shape[:2]
@@ -159,14 +273,37 @@ class PairExplainer:
                              "in batch size or channel count.")
         if k == 0:
             raise ValueError("support_features holds K = 0 support maps; SFAM needs at least one.")
+        check_finite(a_q, "query_features")
+        check_finite(a_s, "support_features")
+        grad_q = grad_s = None
+        if self.needs_gradients:
+            head = head if head is not None else self.head
+            if head is None:
+                raise ValueError(f"{type(self).__name__} differentiates the model's output: pass head=, the layers "
+                                 "after the target layer (features -> what the target reads).")
+            with torch.enable_grad():
+                leaf_q, leaf_s = a_q.clone().requires_grad_(True), a_s.clone().requires_grad_(True)
+                out_q = head(leaf_q)
+                out_s = head(leaf_s.flatten(0, 1))
+                grad_q, grad_s = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), leaf_q, leaf_s)
+        return self._explain(a_q, a_s, size, grad_q, grad_s)
+
+    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None) -> Explanation:
+        b, k = a_s.shape[:2]
         v_q = self.pool(a_q)
-        v_s = cis.support_prototype(self.pool(a_s.flatten(0, 1)).reshape(b, k, -1))
-        weights, scores = self.channel_weights(v_q, v_s)
+        v_each = self.pool(a_s.flatten(0, 1)).reshape(b, k, -1)
+        v_s = cis.support_prototype(v_each)
+        ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s)
+        query_weights, support_weights, scores = self.channel_weights(ctx)
+        if support_weights is None:
+            support_weights = query_weights[:, None].expand(b, k, -1) if query_weights is not None else None
+        query_maps, support_maps = self.combine(ctx, query_weights, support_weights)
+        if self.rectify:
+            query_maps, support_maps = query_maps.clamp_min(0), support_maps.clamp_min(0)
         size = tuple(size) if size is not None else tuple(a_q.shape[-2:])
-        query_maps = sfam_map(a_q, weights, size)
-        support_maps = sfam_map(a_s.flatten(0, 1), weights.repeat_interleave(k, dim=0), size).reshape(b, k, *size)
         return Explanation(
-            query_maps=query_maps, support_maps=support_maps, weights=weights, scores=scores,
+            query_maps=upsample(query_maps, size), support_maps=upsample(support_maps, size),
+            weights=query_weights, support_weights=support_weights, scores=scores,
             query_vectors=v_q, support_vectors=v_s,
             squared_distance=cis.squared_channel_differences(v_q, v_s).sum(-1),
             cosine_similarity=cis.cosine_similarity(v_q, v_s),
@@ -174,7 +311,8 @@ class PairExplainer:
 
     def close(self) -> None:
         """Remove the forward hook from the model."""
-        self._capture.remove()
+        if self._capture is not None:
+            self._capture.remove()
 
     def __enter__(self):
         return self
@@ -184,22 +322,22 @@ class PairExplainer:
 
 
 class SFAM(PairExplainer):
-    """Similar Feature Activation Map (Eq. 3 with Eq. 2, or Eq. 6 with Eq. 5).
+    """Similar Feature Activation Map (Eq. 3 with Eq. 2, or Eq. 6 with Eq. 5). No gradients: one forward pass.
 
     Args:
-        model: any ``nn.Module``; called on a batch of images.
+        model: any ``nn.Module``; called on a batch of images (None: explain cached features only).
         target_layer: the module whose output is the feature map ``A`` (e.g. ``resnet.layer4``).
         metric: ``"euclidean"`` (Eq. 2) or ``"cosine"`` (Eq. 5), matching the model's similarity.
         pool: the pooling ``p(·)`` that turns ``A`` into ``V``: ``"avg"`` (default), ``"max"``, or a callable.
     """
 
-    def __init__(self, model: nn.Module, target_layer: nn.Module, metric: str = "euclidean",
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, metric: str = "euclidean",
                  pool: str | Callable = "avg"):
         if metric not in cis.METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {cis.METRICS}.")
         super().__init__(model, target_layer, pool)
         self.metric = metric
 
-    def channel_weights(self, v_q, v_s):
-        scores = cis.contribution_scores(v_q, v_s, self.metric)
-        return cis.normalize_scores(scores), scores
+    def channel_weights(self, ctx):
+        scores = cis.contribution_scores(ctx.query_vectors, ctx.support_vectors, self.metric)
+        return cis.normalize_scores(scores), None, scores

@@ -55,6 +55,11 @@ class GPWEmbedding(nn.Module):
         """The last convolutional stage, whose output SFAM explains."""
         return self.backbone.layer4
 
+    def embedding_head(self) -> nn.Module:
+        """The layers after :attr:`target_layer` up to the raw embedding (before the L2 normalisation): pooling and
+        ``embed``. Gradient explainers run it on cached feature maps (``explain_features(..., head=...)``)."""
+        return nn.Sequential(self.backbone.avgpool, nn.Flatten(1), self.embed)
+
     def train(self, mode: bool = True):
         super().train(mode)
         for m in self.backbone.modules():

@@ -1,0 +1,188 @@
+"""The paper's four baselines (§2.2, Tables 1–2), each a short subclass of :class:`PairExplainer`.
+
+Each map is ``Σ_n w_n A^n`` over the target layer's feature map, rectified (ReLU) at feature
+resolution and upsampled bilinearly; the methods differ in the channel weights ``w``:
+
+* :class:`RAM` — the image's own pooled feature ``w_n = v_n``;
+* :class:`CGRAM` — Grad-CAM of the query–support cosine similarity;
+* :class:`GradFAM` — Grad-CAM of the norm of the image's own raw embedding;
+* :class:`Decomposition` — no channel weights: point-to-point similarities between the two maps.
+
+No public code of RAM (Yang et al., CVPR 2019) or Grad-FAM (Wu et al., CVPR 2022) could be found and
+their papers could not be checked: these two are reconstructions from how the SFAM paper describes them
+("importance from the image's own feature representation"). For a model whose embedding is a plain
+global average pool they coincide up to scale (chapter 5 shows it).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .explainer import FeatureCapture, PairContext, PairExplainer, _pool_spatial
+
+
+def cosine_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
+    """``cos(e^Q, ē^S)``: the cosine similarity of the query's embedding ``(B, D)`` and the mean ē^S of its K
+    L2-normalised support embeddings ``(B, K, D)`` (so the target is the same whether or not the model
+    normalises its output); spatial outputs ``(B, C, H, W)`` / ``(B, K, C, H, W)`` are average-pooled first."""
+    spatial = query_output.ndim == 4
+    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
+    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
+    return F.cosine_similarity(e_q, F.normalize(e_s, dim=-1).mean(1), dim=-1)
+
+
+def embedding_norm_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
+    """``‖e^Q‖ + Σ_k ‖e^S_k‖``: each image's own embedding norm. The gradient with respect to one image's feature
+    map sees only its own norm, so one backward pass serves the query and every support image."""
+    spatial = query_output.ndim == 4
+    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
+    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
+    return e_q.norm(dim=-1) + e_s.norm(dim=-1).sum(1)
+
+
+def frn_logit_target(frn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """FRN's logit of the support class (minus the reconstruction distance of the query from its support
+    positions, times FRN's scale), as a target on the ``(B, C, 5, 5)`` feature maps FRN outputs."""
+    def target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
+        b, k = support_output.shape[:2]
+        q = frn.read_positions(query_output)                                   # (B, r, d)
+        s = frn.read_positions(support_output.flatten(0, 1))                   # (B·K, r, d)
+        logits = frn.head(s.reshape(b, 1, k, *s.shape[1:]), q[:, None])        # (B, 1 query, 1 way)
+        return logits[:, 0, 0]
+    return target
+
+
+def _gradient_weights(ctx: PairContext):
+    """Grad-CAM's ``α_n = mean_ij ∂target/∂A^n_ij`` for the query ``(B, N)`` and each support image ``(B, K, N)``."""
+    return ctx.query_gradients.mean(dim=(-2, -1)), ctx.support_gradients.mean(dim=(-2, -1))
+
+
+class RAM(PairExplainer):
+    """Ranking activation map, reconstructed: each image weights its own channels by its pooled feature,
+    ``w_n = v_n = p(A)_n``; the query map ignores the support image and vice versa."""
+    rectify = True
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg"):
+        super().__init__(model, target_layer, pool)
+
+    def channel_weights(self, ctx):
+        return ctx.query_vectors, ctx.support_vectors_each, ctx.query_vectors
+
+
+class CGRAM(PairExplainer):
+    """CG-RAM (Shen et al., ES-Net): Grad-CAM with the query–support similarity as the target.
+
+    ``α_n = mean_ij ∂s/∂A^n_ij`` where ``s = cos(e^Q, ē^S)`` is the cosine similarity of the model's output
+    embeddings (a spatial output is average-pooled first; ē^S is the mean of the K normalised support
+    embeddings, :func:`cosine_target`);
+    the map is ``ReLU(Σ_n α_n A^n)`` at feature resolution, then upsampled. The query map differentiates
+    with respect to the query's feature map, each support map with respect to that support image's.
+    This is pytorch-grad-cam's ``GradCAM`` with a cosine-similarity target (tested).
+
+    Args:
+        target: another similarity ``(query_output (B, ...), support_output (B, K, ...)) -> (B,)``, e.g.
+            :func:`frn_logit_target` for FRN's own score.
+        head: for :meth:`explain_features`: the layers after the target layer (features → model output).
+    """
+    needs_gradients = True
+    rectify = True
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, target: Callable = cosine_target,
+                 head: Callable | None = None):
+        super().__init__(model, target_layer, "avg", head)
+        if not callable(target):
+            raise TypeError("target must be a callable (query_output, support_output) -> (B,) similarities.")
+        self._target = target
+
+    def target(self, query_output, support_output):
+        return self._target(query_output, support_output)
+
+    def channel_weights(self, ctx):
+        alpha_q, alpha_s = _gradient_weights(ctx)
+        return alpha_q, alpha_s, alpha_q
+
+
+class GradFAM(PairExplainer):
+    """Grad-FAM (Wu et al.), reconstructed: Grad-CAM of the norm of the image's own embedding,
+    ``α_n = mean_ij ∂‖e(x)‖/∂A^n_ij``, map ``ReLU(Σ_n α_n A^n)``; each image is explained on its own.
+
+    The norm must be taken *before* any L2 normalisation (after it ``‖e‖ = 1`` and the gradient vanishes):
+    ``embedding_layer`` names the module whose output is the raw embedding (for
+    :class:`sfam_lite.models.GPWEmbedding`, ``model.embed``); by default the model's output (a spatial
+    output average-pooled). For :meth:`explain_features`, ``head`` maps features to that raw embedding.
+    """
+    needs_gradients = True
+    rectify = True
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None,
+                 embedding_layer: nn.Module | None = None, head: Callable | None = None):
+        super().__init__(model, target_layer, "avg", head)
+        self._embedding = None
+        if embedding_layer is not None:
+            if model is None:
+                raise ValueError("embedding_layer needs the model; for cached features pass head= instead.")
+            self._embedding = FeatureCapture(embedding_layer, keep_graph=True)
+
+    def target_input(self, model_output):
+        if self._embedding is None:
+            return model_output
+        if self._embedding.output is None:
+            raise RuntimeError("embedding_layer did not run during the model's forward pass.")
+        return self._embedding.output
+
+    def target(self, query_output, support_output):
+        return embedding_norm_target(query_output, support_output)
+
+    def channel_weights(self, ctx):
+        alpha_q, alpha_s = _gradient_weights(ctx)
+        return alpha_q, alpha_s, alpha_q
+
+    def close(self):
+        super().close()
+        if self._embedding is not None:
+            self._embedding.remove()
+
+
+class Decomposition(PairExplainer):
+    """Similarity decomposition (Zhu, Yang & Chen, IEEE TIP 2021), for dot-product / cosine similarity.
+
+    With global average pooling, ``V^Q·V^S`` is the mean of the point-to-point similarities
+    ``P[i, j, x, y] = Σ_c A^Q_c(i, j) A^S_c(x, y)``. Then ``P ← max(P / max P, 0)``; the query map is
+    ``Σ_{x, y} P`` (summed over the K support images too), each support map ``Σ_{i, j} P``. A linear neck
+    ``projection`` (an ``nn.Linear`` or a ``(D, N)`` matrix; its bias is ignored) is applied to every
+    position first, so that ``P`` decomposes the embeddings' dot product rather than the pooled features'.
+
+    It decomposes a dot product; for a Euclidean model it is not defined, as the paper's Table 1 says ("—"):
+    ``metric="euclidean"`` is refused.
+    """
+    rectify = True
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, metric: str = "cosine",
+                 projection: nn.Linear | torch.Tensor | None = None):
+        if metric != "cosine":
+            raise ValueError(f"Decomposition is defined for dot-product or cosine similarity only, not {metric!r}: "
+                             "the similarity of a Euclidean model does not decompose into point-to-point products. "
+                             "Report it as not applicable ('—'), as the paper does.")
+        super().__init__(model, target_layer, "avg")
+        if isinstance(projection, nn.Linear):
+            projection = projection.weight
+        if projection is not None and (not isinstance(projection, torch.Tensor) or projection.ndim != 2):
+            raise TypeError("projection must be an nn.Linear or a (D, N) matrix.")
+        self.projection = projection
+
+    def channel_weights(self, ctx):
+        return None, None, None
+
+    def combine(self, ctx, query_weights, support_weights):
+        a_q, a_s = ctx.query_features, ctx.support_features
+        if self.projection is not None:
+            w = self.projection.detach().to(a_q)
+            a_q = torch.einsum("dn,bnhw->bdhw", w, a_q)
+            a_s = torch.einsum("dn,bknhw->bkdhw", w, a_s)
+        p = torch.einsum("bnij,bknxy->bkijxy", a_q, a_s)
+        peak = p.flatten(2).amax(-1)[:, :, None, None, None, None]
+        p = torch.where(peak > 0, p / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(p)).clamp_min(0)
+        return p.sum(dim=(1, 4, 5)), p.sum(dim=(2, 3))
