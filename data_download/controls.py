@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from sfam_lite.localization import boxes_from_maps, iou
+
 from . import synthetic
-from ._loc_protocol import box_from_map, iou
 from .cub import SyntheticCUB200, load_tensors
 
 
@@ -49,7 +50,8 @@ def centre_priors(boxes, image_size: tuple[int, int], sigmas=(1 / 8, 1 / 6, 1 / 
     * ``centre_box``: a box of the mean ground-truth width and height at the image centre (the strongest
       centre prior, DESIGN.md §8); it needs no map.
     * ``gaussian``: centred Gaussian maps with ``sigma = s * width`` for each ``s`` in ``sigmas``, put
-      through the protocol of DESIGN.md §3 (normalise, threshold, largest component, its box).
+      through the localisation protocol of :mod:`sfam_lite.localization` (normalise, threshold, largest
+      component, its box).
     """
     b = np.asarray(boxes, float)
     w, h = image_size
@@ -58,7 +60,7 @@ def centre_priors(boxes, image_size: tuple[int, int], sigmas=(1 / 8, 1 / 6, 1 / 
     result = {"centre_box": float(np.mean(iou(centre, b) >= 0.5)), "centre_box_xywh": centre.tolist(),
               "centre_box_mean_iou": float(iou(centre, b).mean()), "gaussian": {}}
     for s in sigmas:
-        g = box_from_map(gaussian_map(image_size, s * w), threshold)
+        g = boxes_from_maps(gaussian_map(image_size, s * w)[None], threshold)[0]
         result["gaussian"][float(s)] = float(np.mean(iou(g, b) >= 0.5))
     return result
 

@@ -14,7 +14,7 @@ after the target layer for this, as a ``head``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
@@ -59,6 +59,11 @@ class Explanation:
     query_features: torch.Tensor | None = None
     support_features: torch.Tensor | None = None
     support_weights: torch.Tensor | None = None
+
+    def take(self, index) -> "Explanation":
+        """The explanation of the queries ``index`` only (every tensor field indexed along its first dimension)."""
+        return Explanation(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                              for f in fields(self)})
 
 
 @dataclass

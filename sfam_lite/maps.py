@@ -1,6 +1,7 @@
 """Building explanation maps from channel weights and a feature map (paper §3.2)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -46,9 +47,28 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.reshape(*lead, *size)
 
 
-def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
-    """Rescale each ``(H, W)`` map of a ``(..., H, W)`` tensor to [0, 1]; a constant map becomes zeros."""
+def minmax_normalize(maps):
+    """Rescale each ``(H, W)`` map of a ``(..., H, W)`` tensor or array to [0, 1]: ``(m - min) / (max - min)``.
+
+    A constant map becomes ones: it is equally salient everywhere, so the localisation protocol
+    (:mod:`sfam_lite.localization`) gives it the whole image as its box and
+    :func:`sfam_lite.metrics.mass_in_box` scores it the box's share of the image. This is the package's
+    one rule for constant maps. A map holding NaN stays NaN.
+
+    A torch tensor gives a tensor of its floating dtype; a numpy array gives a float64 array (computed
+    without torch, for the batched localisation of :mod:`sfam_lite.localization`; float64 tensors give the
+    same values either way).
+    """
+    if isinstance(maps, np.ndarray):
+        lo = maps.min(axis=(-2, -1), keepdims=True).astype(np.float64)
+        span = maps.max(axis=(-2, -1), keepdims=True).astype(np.float64) - lo
+        constant = span == 0
+        out = np.subtract(maps, lo, dtype=np.float64)
+        out /= np.where(constant, 1.0, span)
+        if constant.any():
+            out[np.broadcast_to(constant, out.shape)] = 1.0
+        return out
     lo = maps.amin(dim=(-2, -1), keepdim=True)
     span = maps.amax(dim=(-2, -1), keepdim=True) - lo
-    return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, torch.ones_like(span)),
-                       torch.zeros_like(maps))
+    constant = span == 0
+    return torch.where(constant, 1.0, (maps - lo) / torch.where(constant, 1.0, span))

@@ -47,7 +47,8 @@ def pointing_game(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Share of each min-max normalised map's total mass that lies inside its box: ``(B,)``.
     Compare it with the box's share of the image (:func:`box_share`), which a map of independent, identically
-    distributed values scores on average. A constant map normalises to zeros and scores 0."""
+    distributed values scores on average. A constant map normalises to ones (:func:`sfam_lite.maps.minmax_normalize`)
+    and scores exactly the box's share: equally salient everywhere, it puts no more mass in the box than outside."""
     from .maps import minmax_normalize
     m = minmax_normalize(maps).double()
     masks = box_masks(boxes, maps.shape[-2:])

@@ -43,3 +43,41 @@ def show_explanation(query_images: torch.Tensor, support_images: torch.Tensor, e
                 f"support {j + 1}" if k > 1 else "support", mean=mean, std=std)
     fig.tight_layout()
     return fig
+
+
+def draw_box(ax, box, color: str = "white", lw: float = 1.5):
+    """Draw a box ``(x, y, w, h)`` in pixel-edge coordinates on an ``imshow`` axis (pixel centres at integers)."""
+    x, y, w, h = [float(v) for v in box]
+    ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, color=color, lw=lw))
+
+
+def compare_methods(images: torch.Tensor, boxes: torch.Tensor, query_index, support_index, explanations: dict,
+                    mean=None, std=None, size: float = 1.6, row_titles=None):
+    """Figure 3/4 of the paper: for each pair two rows (query, support), one column per method.
+
+    ``explanations`` maps a method's name to an :class:`~sfam_lite.explainer.Explanation` of the pairs
+    ``(query_index[i], support_index[i])`` (K = 1); ``None`` draws an empty panel ("not applicable"). Every panel
+    shows the ground-truth box; the first column the plain image."""
+    names = list(explanations)
+    rows = 2 * len(query_index)
+    fig, axes = plt.subplots(rows, len(names) + 1, figsize=(size * (len(names) + 1), size * rows), squeeze=False)
+    for i, (q, s) in enumerate(zip(query_index, support_index)):
+        for r, (idx, role) in enumerate([(int(q), "query"), (int(s), "support")]):
+            row = axes[2 * i + r]
+            label = role if row_titles is None else f"{row_titles[i]}\n{role}"
+            overlay(row[0], images[idx], mean=mean, std=std)
+            row[0].set_title(label, fontsize=8)
+            draw_box(row[0], boxes[idx])
+            for c, name in enumerate(names, start=1):
+                out = explanations[name]
+                if out is None:
+                    row[c].set_axis_off()
+                    row[c].text(0.5, 0.5, "—", ha="center", va="center", fontsize=14)
+                else:
+                    heat = out.query_maps[i] if r == 0 else out.support_maps[i, 0]
+                    overlay(row[c], images[idx], heat, mean=mean, std=std)
+                    draw_box(row[c], boxes[idx])
+                if 2 * i + r == 0:
+                    row[c].set_title(name, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,4 +1,5 @@
 """Eq. 3 / Eq. 6 and the bilinear upsampling against loop references."""
+import numpy as np
 import pytest
 import torch
 
@@ -48,4 +49,26 @@ def test_minmax_normalize_per_map_and_constant_map():
     maps = torch.stack([torch.tensor([[1.0, 3.0], [2.0, 5.0]]), torch.full((2, 2), 7.0)])
     got = minmax_normalize(maps)
     assert torch.allclose(got[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
-    assert torch.equal(got[1], torch.zeros(2, 2))
+    assert torch.equal(got[1], torch.ones(2, 2))          # a constant map is equally salient everywhere
+    np.testing.assert_array_equal(minmax_normalize(maps.numpy()), got.numpy())
+
+
+def test_minmax_normalize_numpy_equals_torch_float64():
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(6, 3, 7, 5))
+    maps[2, 1] = -4.0                                      # one constant map among others
+    maps[4, 0, :, :2] = maps[4, 0].max()                  # ties at the maximum
+    expected = minmax_normalize(torch.from_numpy(maps))
+    got = minmax_normalize(maps)
+    assert got.dtype == np.float64 and got.shape == maps.shape
+    np.testing.assert_array_equal(got, expected.numpy())
+    assert (got[2, 1] == 1).all() and got.min() == 0 and got.max() == 1
+    for m in (maps.astype(np.float32), (maps * 3).astype(np.int64), maps > 0):   # any real dtype, in float64
+        np.testing.assert_array_equal(minmax_normalize(m), minmax_normalize(torch.from_numpy(m.astype(np.float64))))
+
+
+def test_minmax_normalize_keeps_nan():
+    maps = torch.tensor([[[1.0, float("nan")], [2.0, 3.0]], [[5.0, 5.0], [5.0, 5.0]]])
+    assert torch.isnan(minmax_normalize(maps)[0]).all()
+    assert torch.equal(minmax_normalize(maps)[1], torch.ones(2, 2))
+    assert np.isnan(minmax_normalize(maps.numpy())[0]).all()

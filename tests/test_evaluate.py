@@ -1,0 +1,89 @@
+"""The localisation experiments: known answers on maps drawn by hand, intervals against plain loops, and the
+command end to end on a tiny model and benchmark."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_download.synthetic import generate
+from sfam_lite.evaluate import METHODS, ModelSetup, _evaluate_pairs, format_table, main, summarise
+from sfam_lite.localization import iou
+
+TINY_FRN = dict(width=0.0625, image_size=32, way=3, shot=1, query=2, episodes=2, milestones=(1,))
+TINY_GPW = dict(dim=16, image_size=32, classes_per_batch=3, instances=2, batches=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, images_per_class=6, size=40, num_classes=16, progress=False, workers=1)
+    return root
+
+
+def test_maps_that_are_the_box_score_one_and_the_centre_box_scores_its_own_iou():
+    """Feature maps whose channels light up exactly the box (at image resolution): SFAM's and RAM's boxes are
+    the ground truth; the centre-box reference scores the IoU of the centre box, computed here by hand."""
+    g = torch.Generator().manual_seed(0)
+    n, size = 12, 24
+    xy = torch.randint(0, 12, (n, 2), generator=g)
+    wh = torch.randint(4, 12, (n, 2), generator=g)
+    boxes = torch.cat([xy, wh], 1).float()
+    maps = torch.zeros(n, 2, size, size)
+    for k, (x, y, w, h) in enumerate(boxes.long().tolist()):
+        maps[k, :, y:y + h, x:x + w] = torch.tensor([1.0, 2.0])[:, None, None]
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    q_idx, s_idx = torch.arange(n), torch.roll(torch.arange(n), 1)
+    result = _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, None, ("sfam", "ram", "centre-box"), (0.5,),
+                             ((8.0, 6.0), 0.25), 0, (size, size), False, {})
+    assert np.allclose(result.query["sfam"], 1) and np.allclose(result.query["ram"], 1)
+    assert np.allclose(result.support["ram"], 1)
+    centre = np.array([size / 2 - 4, size / 2 - 3, 8, 6])
+    assert np.allclose(result.query["centre-box"][0], [iou(centre, b) for b in boxes.numpy()])
+
+
+def test_summary_intervals_against_plain_loops():
+    rng = np.random.default_rng(0)
+    ious = rng.random(50)
+    groups = np.repeat(np.arange(10), 5)
+    got = summarise(ious, groups)
+    episode_means = [np.mean(ious[groups == e]) for e in range(10)]
+    sd = np.sqrt(sum((m - np.mean(episode_means)) ** 2 for m in episode_means) / 9)
+    assert got["mean_iou"] == pytest.approx(np.mean(episode_means))
+    assert got["mean_iou_half"] == pytest.approx(1.96 * sd / np.sqrt(10))
+    hits = [np.mean(ious[groups == e] >= 0.5) for e in range(10)]
+    assert got["accuracy"] == pytest.approx(np.mean(hits)) and got["interval_units"] == 10
+    assert summarise(ious)["interval_units"] == 50
+
+
+@pytest.mark.parametrize("kind, config", [("frn", TINY_FRN), ("gpw", TINY_GPW)])
+def test_command_end_to_end_is_deterministic(tiny_root, tmp_path, capsys, kind, config):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config))
+    args = [kind, "--config", str(cfg), "--data-root", str(tiny_root), "--cache", str(tmp_path / "cache"),
+            "--episodes", "3", "--way", "3", "--query", "2", "--thresholds", "0.2", "0.5", "--no-progress"]
+    assert main(args + ["--output", str(tmp_path / "a.json")]) == 0
+    printed = capsys.readouterr().out
+    assert main(args + ["--output", str(tmp_path / "b.json")]) == 0
+    a, b = json.loads((tmp_path / "a.json").read_text()), json.loads((tmp_path / "b.json").read_text())
+    assert a == b and a["thresholds"] == [0.2, 0.5]
+    table = a["tables"]["query"]["0.2"]
+    assert set(table) == set(METHODS)
+    if kind == "frn":   # Decomposition is not defined for FRN's Euclidean similarity: "—", never computed
+        assert table["decomposition"] is None and "Decomposition" in printed and "—" in printed
+    else:
+        assert table["decomposition"] is not None
+    assert all(0 <= s["mean_iou"] <= 1 for s in table.values() if s is not None)
+
+
+def test_command_errors_are_one_line(tmp_path, capsys):
+    assert main(["frn", "--episodes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --episodes") and err.count("\n") == 1
+    assert main(["frn", "--methods", "sfam,gradcam"]) == 2
+    assert "gradcam" in capsys.readouterr().err
+    assert main(["frn", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{oops")
+    assert main(["frn", "--config", str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
