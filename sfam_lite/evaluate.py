@@ -264,26 +264,41 @@ def _write_json(data: dict, path: Path) -> None:
         raise
 
 
-def run(kind: str, model_name: str | None = None, data_root=None, episodes: int = 1000, methods=tuple(METHODS),
-        thresholds=(0.2,), seed: int = 0, device: str = "cpu", progress: bool = True, cache=None,
-        overrides: dict | None = None, way: int = 5, query: int = 16) -> Result:
-    """Load the model (``overrides``: its configuration fields, as for :func:`sfam_lite.zoo.load`) and the data,
-    evaluate, return the :class:`Result` (what the command runs)."""
+def load_for(kind: str, model_name: str | None = None, data_root=None, weights_root=None, device: str = "cpu",
+             cache=None, overrides: dict | None = None, progress: bool = False, validation: bool = True):
+    """The model and its test data for the experiments: ``(model, test, val_boxes)``.
+
+    ``model_name`` is a zoo name (default ``"<kind>-synthetic"``; ``"frn-cub"`` / ``"gpw-cub"`` read CUB from
+    ``data_root``, FRN's released weights from ``weights_root``). ``test`` is the
+    :class:`~sfam_lite.evaluation.EvalSet` of the test classes (FRN's few-shot test split, or retrieval classes
+    101–200); ``val_boxes`` the boxes of FRN's validation classes (GPW: its training classes), on which the
+    reference maps are tuned (None with ``validation=False``)."""
     from data_download import CUB200, SyntheticCUB200
     from . import zoo
     from .evaluation import eval_set
+    if kind not in SPLITS:
+        raise ValueError(f"unknown model kind {kind!r}; use 'frn' or 'gpw'.")
     model_name = model_name or f"{kind}-synthetic"
     if not model_name.startswith(kind):
         raise ValueError(f"model {model_name!r} is not a {kind.upper()} model; use {kind}-synthetic or {kind}-cub.")
-    model = zoo.load(model_name, data_root=data_root, progress=progress, device=device, cache=cache, **(overrides or {}))
-    synthetic = model_name.endswith("synthetic")
+    model = zoo.load(model_name, data_root=data_root, weights_root=weights_root, progress=progress, device=device,
+                     cache=cache, **(overrides or {}))
     root = Path(data_root) if data_root is not None else zoo.default_data_root(model_name, cache)
-    dataset = SyntheticCUB200 if synthetic else CUB200
+    dataset = SyntheticCUB200 if model_name.endswith("synthetic") else CUB200
     config = model.meta.get("config")
     image_size = config.image_size if config is not None else 84
     test_split, val_split = SPLITS[kind]
     test = eval_set(dataset(root, split=test_split), image_size, progress=progress)
-    val_boxes = eval_set(dataset(root, split=val_split), image_size).boxes
+    val_boxes = eval_set(dataset(root, split=val_split), image_size).boxes if validation else None
+    return model, test, val_boxes
+
+
+def run(kind: str, model_name: str | None = None, data_root=None, episodes: int = 1000, methods=tuple(METHODS),
+        thresholds=(0.2,), seed: int = 0, device: str = "cpu", progress: bool = True, cache=None,
+        overrides: dict | None = None, way: int = 5, query: int = 16, weights_root=None) -> Result:
+    """Load the model (``overrides``: its configuration fields, as for :func:`sfam_lite.zoo.load`) and the data
+    (:func:`load_for`), evaluate, return the :class:`Result` (what the command runs)."""
+    model, test, val_boxes = load_for(kind, model_name, data_root, weights_root, device, cache, overrides, progress)
     if kind == "frn":
         return evaluate_frn(model, test, val_boxes, episodes, methods, thresholds, seed, progress, way, query)
     return evaluate_gpw(model, test, val_boxes, methods, thresholds, seed, progress)
@@ -308,6 +323,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="zoo name (default: frn-synthetic / gpw-synthetic; frn-cub, gpw-cub)")
     parser.add_argument("--config", help="JSON file of model config fields, as for python -m sfam_lite.train")
     parser.add_argument("--data-root", help="dataset folder (default: inside the cache folder)")
+    parser.add_argument("--weights-root", help="folder of FRN's released weights (for --model frn-cub)")
     parser.add_argument("--cache", help="cache folder (default: $SFAM_BOOK_CACHE or ~/.cache/sfam-book)")
     parser.add_argument("--episodes", type=int, default=1000, help="few-shot test episodes (the paper: 10000)")
     parser.add_argument("--way", type=int, default=5, help="classes per few-shot episode (1 shot each)")
@@ -337,7 +353,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
         overrides = _read_config(args.config) if args.config else {}
         result = run(args.kind, args.model, args.data_root, args.episodes, methods, tuple(args.thresholds),
-                     args.seed, args.device, not args.no_progress, args.cache, overrides, args.way, args.query)
+                     args.seed, args.device, not args.no_progress, args.cache, overrides, args.way, args.query,
+                     args.weights_root)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
