@@ -1,4 +1,4 @@
-"""Measured properties of the synthetic benchmark (issue 3, DESIGN.md §5 and §8), for chapter 3.
+"""Measured properties of the synthetic benchmark for chapter 3.
 
 * (a) :func:`evidence_control` — a small CNN trained on the images with the box filled by the
   background is at chance; one trained on the normal images is far above it.
@@ -37,10 +37,11 @@ def box_statistics(boxes, image_size: tuple[int, int]) -> dict[str, float]:
 
 
 def gaussian_map(image_size: tuple[int, int], sigma: float) -> np.ndarray:
-    """A centred isotropic Gaussian ``(H, W)`` map with standard deviation ``sigma`` pixels."""
+    """A centred isotropic Gaussian ``(H, W)`` map with standard deviation ``sigma`` pixels, for ``image_size``
+    ``(W, H)``: :func:`sfam_lite.references.centred_gaussian` as a float64 array."""
+    from sfam_lite.references import centred_gaussian
     w, h = image_size
-    y, x = np.mgrid[0:h, 0:w] + 0.5
-    return np.exp(-((x - w / 2) ** 2 + (y - h / 2) ** 2) / (2 * sigma ** 2))
+    return centred_gaussian((h, w), sigma, torch.float64).numpy()
 
 
 def centre_priors(boxes, image_size: tuple[int, int], sigmas=(1 / 8, 1 / 6, 1 / 4),
@@ -48,7 +49,7 @@ def centre_priors(boxes, image_size: tuple[int, int], sigmas=(1 / 8, 1 / 6, 1 / 
     """Localisation accuracy (IoU >= 0.5) of explanation-free centre priors against ``boxes``.
 
     * ``centre_box``: a box of the mean ground-truth width and height at the image centre (the strongest
-      centre prior, DESIGN.md §8); it needs no map.
+      centre prior); it needs no map.
     * ``gaussian``: centred Gaussian maps with ``sigma = s * width`` for each ``s`` in ``sigmas``, put
       through the localisation protocol of :mod:`sfam_lite.localization` (normalise, threshold, largest
       component, its box).

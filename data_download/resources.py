@@ -1,4 +1,4 @@
-"""What can be downloaded: URLs, checksums and layout of each archive (DESIGN.md §4, §5)."""
+"""What can be downloaded: URLs, checksums and layout of each archive (checked against the sources named beside each)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

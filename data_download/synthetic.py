@@ -1,6 +1,6 @@
 """The synthetic benchmark: procedurally drawn "birds" on natural-looking clutter, in CUB's exact layout.
 
-Why it exists (DESIGN.md §5, §8): with no network, explanation quality must still be measurable, so
+Why it exists: with no network, explanation quality must still be measurable, so
 the data are built such that a localisation score means something:
 
 * **Evidence only in the box.** A class is defined by the bird's parts alone (body, belly, head,

@@ -99,7 +99,7 @@ def cosine_scores_eq7(v_q: torch.Tensor, v_s: torch.Tensor, printed: bool = Fals
     """Eq. 7: the proof's decomposition of the cosine CIS into a 'rest' term and a product term.
 
     ``printed=False`` gives the exact identity, whose second numerator is ``2 v̂^Q_n v̂^S_n``
-    (DESIGN.md §1): it equals Eq. 5 to rounding error. ``printed=True`` reproduces Eq. 7 as printed
+    (chapter 2): it equals Eq. 5 to rounding error. ``printed=True`` reproduces Eq. 7 as printed
     in the paper, with numerator ``v̂^Q_n v̂^S_n``, which does not. Both need ``cos(V^Q, V^S) ≠ 1``.
     """
     v_q, v_s = _paired_vectors(v_q, v_s)

@@ -28,12 +28,13 @@ def centre_box_map(size: tuple[int, int], box_size: tuple[float, float]) -> torc
     return (inside_y[:, None] & inside_x[None, :]).to(torch.get_default_dtype())
 
 
-def centred_gaussian(size: tuple[int, int], sigma: float) -> torch.Tensor:
-    """``(H, W)`` centred isotropic Gaussian with standard deviation ``sigma`` pixels (pixel centres at +0.5)."""
+def centred_gaussian(size: tuple[int, int], sigma: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(H, W)`` centred isotropic Gaussian with standard deviation ``sigma`` pixels (pixel centres at +0.5),
+    computed in float64 and returned as ``dtype`` (default: torch's default dtype)."""
     h, w = size
     ys, xs = torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5
     d2 = (ys[:, None] - h / 2) ** 2 + (xs[None, :] - w / 2) ** 2
-    return torch.exp(-d2 / (2 * sigma ** 2)).to(torch.get_default_dtype())
+    return torch.exp(-d2 / (2 * sigma ** 2)).to(dtype or torch.get_default_dtype())
 
 
 class ReferenceMap:

@@ -11,7 +11,7 @@ F64 = torch.float64
 
 
 def official_layout():
-    """Key names and shapes of the released FRN ResNet-12 checkpoint, written from DESIGN.md §4."""
+    """Key names and shapes of the released FRN ResNet-12 checkpoint, written from FRN's released checkpoint layout."""
     shapes = {"scale": (1,), "r": (2,)}
     c_in = 3
     for layer, c in zip(range(1, 5), (64, 160, 320, 640)):

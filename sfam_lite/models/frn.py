@@ -1,6 +1,6 @@
 """FRN: few-shot classification by feature-map reconstruction (Wertheimer et al., CVPR 2021).
 
-The backbone and head follow DESIGN.md §4 so that the official CUB checkpoints load with
+The backbone and head follow FRN's reference code so that the official CUB checkpoints load with
 ``strict=True``: ``feature_extractor.layer{1..4}.0.*`` for the ResNet-12, ``r`` = (α, β) and
 ``scale`` for the head (98 keys at full width).
 """
