@@ -189,8 +189,9 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
 
 
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
-                    info) -> Result:
-    """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once."""
+                    info, chunk: int = 4096) -> Result:
+    """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time."""
+    from tqdm.auto import tqdm
     n_images = len(maps)
     pair_ids, inverse = torch.unique(q_idx.long() * n_images + s_idx.long(), return_inverse=True)
     uq, us = pair_ids // n_images, pair_ids % n_images
@@ -200,8 +201,11 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
         if e is None:
             query[m] = support[m] = None
             continue
-        q_iou, s_iou = localisation_ious(e, maps[uq], maps[us][:, None], boxes[uq], boxes[us][:, None], size,
-                                         thresholds, progress=progress, desc=METHODS[m])
+        q_iou, s_iou = np.zeros((len(thresholds), len(uq))), np.zeros((len(thresholds), len(uq)))
+        for i in tqdm(range(0, len(uq), chunk), desc=METHODS[m], disable=not progress, leave=False):
+            q, s = uq[i:i + chunk], us[i:i + chunk]      # gather features per chunk: memory stays bounded
+            q_iou[:, i:i + chunk], s_iou[:, i:i + chunk] = localisation_ious(
+                e, maps[q], maps[s][:, None], boxes[q], boxes[s][:, None], size, thresholds)
         query[m], support[m] = q_iou[:, inverse.numpy()], s_iou[:, inverse.numpy()]
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
                  "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1]})
