@@ -87,3 +87,8 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{oops")
     assert main(["frn", "--config", str(tmp_path / "bad.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_a_model_of_the_other_kind_is_refused(capsys):
+    assert main(["frn", "--model", "gpw-synthetic"]) == 2
+    assert "not a FRN model" in capsys.readouterr().err
