@@ -171,6 +171,9 @@ def test_cosine_scale_copies_are_identical_after_normalisation():
     v = torch.tensor([0.5, 1.0, 2.0], dtype=F64)
     w = cis.contribution_scores(v, 4 * v, "cosine")
     assert not torch.isnan(w).any() and math.isclose(w.sum().item(), 1.0, abs_tol=1e-12)
+    # identical after normalisation: D = 0, the defined value 1/N for every channel, as for identical vectors
+    assert torch.allclose(w, torch.full((3,), 1 / 3, dtype=F64), atol=1e-12)
+    assert torch.equal(w, cis.contribution_scores(v, v, "cosine"))
 
 
 def test_equal_scores_normalise_to_ones():

@@ -99,3 +99,33 @@ def test_bfloat16_autocast_step_is_finite():
     model, hist = train_gpw(images, labels, cfg, progress=False)
     assert all(math.isfinite(h["loss"]) for h in hist)
     assert next(model.parameters()).dtype == torch.float32   # autocast changes the arithmetic, not the weights
+
+
+def separable_data(n_classes=4, per_class=10, size=32, seed=0):
+    """Each class a flat colour of its own, plus a little noise: any working trainer separates them quickly."""
+    g = torch.Generator().manual_seed(seed)
+    colours = torch.tensor([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], dtype=torch.float32)
+    base = colours[:n_classes].repeat_interleave(per_class, 0)[:, :, None, None].expand(-1, -1, size, size)
+    noise = torch.randint(-20, 21, base.shape, generator=g).float()
+    return (base + noise).clamp(0, 255).to(torch.uint8), torch.arange(n_classes).repeat_interleave(per_class)
+
+
+def test_frn_training_learns_a_separable_problem_and_adds_the_auxiliary_loss():
+    images, labels = separable_data()
+    cfg = FRNConfig(width=0.0625, image_size=32, way=4, shot=1, query=3, episodes=20, milestones=(100,),
+                    lr=0.05, crop_scale=(0.5, 1.0))
+    _, hist = train_frn(images, labels, cfg, progress=False)
+    first, last = hist[:5], hist[-5:]
+    mean = lambda rows, key: sum(h[key] for h in rows) / len(rows)
+    assert mean(last, "frn_loss") < 0.5 * mean(first, "frn_loss")
+    assert mean(last, "accuracy") > 0.9 > hist[0]["accuracy"]
+    # the auxiliary loss is non-negative and added with a positive weight
+    assert all(h["loss"] >= h["frn_loss"] for h in hist) and any(h["loss"] > h["frn_loss"] for h in hist)
+
+
+def test_gpw_training_learns_a_separable_problem():
+    images, labels = separable_data()
+    cfg = GPWConfig(dim=16, image_size=32, classes_per_batch=4, instances=3, batches=20, warmup=5)
+    _, hist = train_gpw(images, labels, cfg, progress=False)
+    mean = lambda rows: sum(h["loss"] for h in rows) / len(rows)
+    assert mean(hist[-5:]) < 0.5 * mean(hist[:5])

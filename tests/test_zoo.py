@@ -111,5 +111,8 @@ def test_train_command_caches_the_model_and_writes_a_log(tiny_root, tmp_path, ca
     assert rows[0] == ["step", "loss", "frn_loss", "accuracy", "lr"] and len(rows) == 1 + TINY_FRN["episodes"]
     assert [int(r[0]) for r in rows[1:]] == list(range(TINY_FRN["episodes"]))
     assert f"model: {checkpoint}" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main(["frn", "--data", "cub"])   # FRN on CUB is the released checkpoint, not trained here
+    assert exit_info.value.code == 2
+    assert "FRN on CUB is not trained here" in capsys.readouterr().err
