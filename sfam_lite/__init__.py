@@ -12,9 +12,21 @@ from .explainer import SFAM, Explanation, PairContext, PairExplainer
 from .baselines import CGRAM, RAM, Decomposition, GradFAM
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 from .maps import minmax_normalize, sfam_map, upsample
-from . import plotting
 
 __all__ = ["cis", "plotting", "SFAM", "RAM", "CGRAM", "GradFAM", "Decomposition", "CentreBoxMap",
            "CentredGaussianMap", "RandomMap", "Explanation", "PairContext", "PairExplainer", "sfam_map",
            "upsample", "minmax_normalize"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``sfam_lite.plotting`` is imported on first use: it imports ``matplotlib.pyplot``, which the
+    computations do not need (and which is slow to import and picks a plotting backend)."""
+    if name == "plotting":
+        import importlib
+        return importlib.import_module(".plotting", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + ["plotting"])
