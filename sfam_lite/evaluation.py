@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .train import eval_transform
+from .transforms import eval_transform
 
 
 @dataclass
@@ -19,7 +19,7 @@ class EvalSet:
 
 def eval_set(dataset, image_size: int, progress: bool = False) -> EvalSet:
     """Load ``dataset`` (a :class:`data_download.CUB200`-like dataset; images of any size) through FRN's test
-    transform (:func:`sfam_lite.train.eval_transform`), which moves each image's box with it."""
+    transform (:func:`sfam_lite.transforms.eval_transform`), which moves each image's box with it."""
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
     from tqdm.auto import tqdm

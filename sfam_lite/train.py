@@ -3,31 +3,28 @@
     python -m sfam_lite.train frn [--config cfg.json] [--data-root DIR] [--cache DIR] [--device cuda]
     python -m sfam_lite.train gpw [--config cfg.json] [--data synthetic|cub]
 
+(the command line is :func:`sfam_lite.cli.train_main`; the transforms are in :mod:`sfam_lite.transforms`).
+
 Images are a uint8 tensor ``(n, 3, S, S)``; augmentation runs per image on tensors with the global
 torch generator, which :func:`train_frn` and :func:`train_gpw` seed, so two runs with the same
 config and data give identical weights on the same machine.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from .models import FRN, GPWEmbedding, multi_similarity_loss
 from .sampling import BalancedBatchSampler, EpisodeSampler
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform  # noqa: F401 (re-exported)
 
 # Part of every cached model's key (sfam_lite.zoo): raise it when a change to the training code changes the
 # weights a configuration produces, so that caches made before the change are not reused.
 TRAINING_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def lr_factor(schedule: str, warmup: int, steps: int):
@@ -107,23 +104,6 @@ class GPWConfig:
         _autocast(self.precision, "cpu")
         if self.warmup < 0 or self.batches < 1:
             raise ValueError(f"need warmup >= 0 and batches >= 1, got warmup={self.warmup}, batches={self.batches}.")
-
-
-def train_transform(size: int, crop_scale=(0.08, 1.0), jitter: float = 0.4) -> v2.Compose:
-    """Random resized crop, colour jitter (FRN's 0.4; 0 switches it off), horizontal flip, ImageNet normalisation."""
-    jittering = [v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)] if jitter else []
-    return v2.Compose([v2.RandomResizedCrop(size, scale=crop_scale, antialias=True), *jittering,
-                       v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def eval_transform(size: int):
-    """FRN's test transform scaled to ``size``: resize the short side to ``size · 92/84``, centre-crop ``size``,
-    then float and ImageNet normalisation. A :class:`data_download.ResizeCropFlip`, so its ``transform_box``
-    moves boxes exactly as the images move."""
-    from data_download import ResizeCropFlip
-    return ResizeCropFlip(round(size * 92 / 84), size,
-                          then=v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
 
 
 def _augment(images: torch.Tensor, transform) -> torch.Tensor:
@@ -220,30 +200,14 @@ def _report(bar, history: list[dict], every: int = 10) -> None:
         bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in recent[0] if k not in ("step", "lr")})
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sfam_lite.train",
-                                     description="Train FRN or GPW (and cache the result, as sfam_lite.zoo.load does).")
-    parser.add_argument("model", choices=("frn", "gpw"))
-    parser.add_argument("--data", choices=("synthetic", "cub"), default="synthetic",
-                        help="training data (default: the synthetic benchmark, generated if missing)")
-    parser.add_argument("--config", help="JSON file of config fields to override, e.g. {\"episodes\": 2000}")
-    parser.add_argument("--data-root", help="dataset root (default: inside the cache folder)")
-    parser.add_argument("--cache", help="cache folder (default: $SFAM_BOOK_CACHE or ~/.cache/sfam-book)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    from . import zoo
-    name = f"{args.model}-{args.data}"
-    if name == "frn-cub":
-        parser.error("FRN on CUB is not trained here: use FRN's released checkpoint, zoo.load('frn-cub').")
-    overrides = json.loads(open(args.config).read()) if args.config else {}
-    model = zoo.load(name, data_root=args.data_root, cache=args.cache, device=args.device, **overrides)
-    history = model.meta["history"]
-    log = Path(model.meta["checkpoint"]).with_suffix(".log.csv")
-    keys = list(history[0])
-    log.write_text("\n".join([",".join(keys)] + [",".join(str(h[k]) for k in keys) for h in history]) + "\n")
-    print(f"model: {model.meta['checkpoint']}\nlog:   {log}")
-    return 0
+def __getattr__(name: str):
+    """``main`` (the command line) lives in :mod:`sfam_lite.cli`; imported on use, since it imports the zoo."""
+    if name == "main":
+        from .cli import train_main
+        return train_main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":   # python -m sfam_lite.train
+    from sfam_lite.cli import train_main
+    raise SystemExit(train_main())

@@ -26,3 +26,22 @@ def test_plotting_is_loaded_on_first_use():
         assert "not_a_name" in str(exc)
     else:
         raise AssertionError("no AttributeError")
+
+
+def test_training_code_does_not_import_the_zoo():
+    """train → zoo → train was a cycle; the command line moved to sfam_lite.cli."""
+    out = _run("import sys, sfam_lite.train as t; assert 'sfam_lite.zoo' not in sys.modules; "
+               "assert t.main is __import__('sfam_lite.cli').cli.train_main; "
+               "from sfam_lite.train import IMAGENET_MEAN, eval_transform, train_transform; "
+               "import sfam_lite.transforms as tr; assert eval_transform is tr.eval_transform")
+    assert out.returncode == 0, out.stderr
+
+
+def test_python_m_sfam_lite_train_still_runs():
+    out = subprocess.run([sys.executable, "-m", "sfam_lite.train", "--help"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m sfam_lite.train"), out.stderr
+    assert "RuntimeWarning" not in out.stderr, out.stderr
+    bad = subprocess.run([sys.executable, "-m", "sfam_lite.train", "frn", "--data", "cub"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "released checkpoint" in bad.stderr
