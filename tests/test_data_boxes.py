@@ -89,3 +89,34 @@ def test_frn_test_transform_on_a_96px_image():
     """Resize(92) then CenterCrop(84) of a 96 px square: scale 92/96, then 4 px off each side."""
     box = transform_boxes(np.array([48.0, 24.0, 24.0, 48.0]), (96, 96), 92, 84)
     np.testing.assert_allclose(box, [48 * 92 / 96 - 4, 24 * 92 / 96 - 4, 24 * 92 / 96, 48 * 92 / 96])
+
+
+@pytest.mark.parametrize("image_size, crop", [((40, 30), 45), ((40, 30), (33, 47)), ((41, 31), 44), ((20, 50), 30)])
+def test_padding_crop_keeps_boxes_on_the_drawn_pixels_exactly(image_size, crop):
+    """CenterCrop larger than the image pads k // 2 pixels before it. No resize, so the drawn rectangle is exact:
+    the box must match to the pixel (v2's own center_crop box kernel is one pixel off when k is odd)."""
+    w, h = image_size
+    x, y, bw, bh = 3, 5, 11, 7
+    image = torch.zeros(1, h, w)
+    image[:, y:y + bh, x:x + bw] = 1.0
+    for flip in (False, True):
+        out = TF.center_crop(image, [crop] if isinstance(crop, int) else list(crop))
+        out = TF.hflip(out) if flip else out
+        box = transform_boxes(np.array([x, y, bw, bh], float), (w, h), None, crop, flip)
+        np.testing.assert_array_equal(box, drawn_extent(out))
+        assert ResizeCropFlip(None, crop, flip).output_size((w, h)) == (out.shape[-1], out.shape[-2])
+
+
+def test_boxes_are_clipped_to_the_image_also_without_a_crop():
+    box = transform_boxes(np.array([[-4.0, 2.0, 20.0, 50.0]]), (30, 40), None, None, flip=True)
+    np.testing.assert_allclose(box, [[14, 2, 16, 38]])
+
+
+def test_to_tensor_gives_the_pixels_of_the_tensor_path():
+    """A PIL image with to_tensor=True is resized as a uint8 tensor, exactly as pil_to_tensor(image) would be."""
+    from PIL import Image
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    t = ResizeCropFlip(46, 42, to_tensor=True)
+    out = t(Image.fromarray(pixels))
+    assert out.dtype == torch.uint8 and out.shape == (3, 42, 42)
+    assert torch.equal(out, t(torch.from_numpy(pixels).permute(2, 0, 1)))
