@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .errors import DataError, os_error_message
+from .errors import DataError, disk_errors
 
 CHUNK = 1 << 20
 USER_AGENT = "data_download (sfam-book)"
@@ -123,32 +123,24 @@ def fetch(url: str, part: Path, size: int | None = None, *, confirm_pages: bool 
         if size is not None and expected is not None and expected != size:
             raise DataError(f"{url} announces {expected:,} bytes but the file should have {size:,} bytes: "
                             "this is not the expected file.")
-        try:
+        with disk_errors(part):
             out = open(part, "ab" if resumed else "wb")
-        except OSError as exc:
-            raise DataError(os_error_message(exc, part)) from None
         bar = tqdm(total=expected, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=part.name.removesuffix(".part"), disable=not progress, leave=False)
         received = have
-        try:
-            with out, bar:
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except (OSError, ValueError, http.client.HTTPException) as exc:   # reset, IncompleteRead
-                        raise TruncatedDownload(f"The connection to {url} broke after {received:,} bytes ({exc}). "
-                                                f"The bytes received are kept in {part}; run the same command "
-                                                "again to resume.") from None
-                    if not chunk:
-                        break
-                    try:
-                        out.write(chunk)
-                    except OSError as exc:
-                        raise DataError(os_error_message(exc, part)) from None
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        except OSError as exc:        # flushing on close
-            raise DataError(os_error_message(exc, part)) from None
+        with disk_errors(part), out, bar:   # also an OSError when flushing on close
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, ValueError, http.client.HTTPException) as exc:   # reset, IncompleteRead
+                    raise TruncatedDownload(f"The connection to {url} broke after {received:,} bytes ({exc}). "
+                                            f"The bytes received are kept in {part}; run the same command "
+                                            "again to resume.") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
     if expected is not None and received < expected:
         raise TruncatedDownload(f"The download from {url} ended after {received:,} of {expected:,} bytes (a truncated "
                         f"body). The bytes received are kept in {part}; run the same command again to resume.")

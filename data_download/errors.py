@@ -1,6 +1,8 @@
 """The one exception type the data commands raise for problems a user can fix."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 class DataError(RuntimeError):
     """A download, verification, extraction or dataset problem, explained in one paragraph.
@@ -26,3 +28,15 @@ def os_error_message(exc: OSError, path: object) -> str:
         return (f"Cannot write to {path}: the location is read-only or you lack permission ({exc.strerror}). "
                 "Pass a writable folder with --root, then run the command again.")
     return f"Writing {path} failed: {exc}. Check the folder and the disk, then run the command again."
+
+
+@contextmanager
+def disk_errors(path: object, message=os_error_message):
+    """Turn an ``OSError`` raised in the block into a :class:`DataError` with ``message(exc, path)`` (default:
+    :func:`os_error_message`, for writes); DataErrors pass through unchanged."""
+    try:
+        yield
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(message(exc, path)) from None

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .errors import DataError, os_error_message
+from .errors import DataError, disk_errors
 
 
 def member_problem(member: tarfile.TarInfo) -> str | None:
@@ -97,10 +97,8 @@ def _check_end(tar: tarfile.TarFile, archive: Path) -> None:
 
 def _write(action, path: Path):
     """Run a file-system write, turning an OSError into a DataError about the disk."""
-    try:
+    with disk_errors(path):
         return action()
-    except OSError as exc:
-        raise DataError(os_error_message(exc, path)) from None
 
 
 def _copy(source, target: Path, mode: int) -> None:

@@ -13,15 +13,13 @@ Steps, each of which can fail without leaving a folder that looks complete:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import download
-from .errors import DataError, os_error_message
+from .errors import DataError, disk_errors, os_error_message
 from .extract import safe_extract
-from .publish import check_absent_or_complete, publish
+from .publish import build_folder, check_absent_or_complete, publish
 from .resources import Resource
 
 
@@ -79,17 +77,11 @@ def install(res: Resource, root: str | os.PathLike, urls: Sequence[str] | None =
     target = root / res.folder
     if check_absent_or_complete(target, f"{res.command} --root {root}") is not None:
         return target, False
-    try:
+    with disk_errors(root, lambda exc, path: f"{os_error_message(exc, path)} {res.manual_fix(root)}"):
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{os_error_message(exc, root)} {res.manual_fix(root)}") from None
     try:
         archive = _get_archive(res, root, list(urls or res.urls), progress, log)
-        try:
-            workdir = Path(tempfile.mkdtemp(prefix=f".{res.folder}.tmp-", dir=root))
-        except OSError as exc:
-            raise DataError(os_error_message(exc, root)) from None
-        try:
+        with build_folder(root, res.folder) as workdir:
             log(f"Extracting {archive.name} ...")
             extracted = workdir / "x"
             extracted.mkdir()
@@ -103,8 +95,6 @@ def install(res: Resource, root: str | os.PathLike, urls: Sequence[str] | None =
                 log(f"Discarding stray top-level entries: {', '.join(stray)}")
             publish(top, target, {"name": res.name, "archive": res.filename, "files": count,
                                   "md5": res.md5, "sha256": res.sha256})
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
     except DataError as exc:
         raise DataError(f"{exc} {res.manual_fix(root)}") from None
     if not keep_archive:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DataError, os_error_message
+from .errors import DataError, disk_errors
 
 MARKER = ".data_download_complete.json"
 #: The dataset folder under ``--root``, for the real CUB and for the synthetic benchmark alike.
@@ -43,15 +45,27 @@ def check_absent_or_complete(target: Path, command: str) -> dict | None:
 
 def publish(built: Path, target: Path, info: dict) -> Path:
     """Rename the finished folder ``built`` to ``target`` and write the marker; undo the rename on failure."""
-    try:
+    with disk_errors(target):
         os.rename(built, target)
-    except OSError as exc:
-        raise DataError(os_error_message(exc, target)) from None
     tmp = target / (MARKER + ".tmp")
     try:
-        tmp.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, target / MARKER)
-    except OSError as exc:
+        with disk_errors(target / MARKER):
+            tmp.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, target / MARKER)
+    except DataError:
         shutil.rmtree(target, ignore_errors=True)
-        raise DataError(os_error_message(exc, target / MARKER)) from None
+        raise
     return target
+
+
+@contextmanager
+def build_folder(root: Path, name: str):
+    """A new temporary folder under ``root`` (on the same disk, so :func:`publish` can rename from it) in which
+    ``name`` is built; it is removed when the block ends, whether the build was published or failed."""
+    with disk_errors(root):
+        Path(root).mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -29,8 +29,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,8 +38,8 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .birds import ATTRIBUTES, GENERA, GENUS_SIZE, PALETTE, bird_parts, class_specs  # noqa: F401 (re-exported)
-from .errors import DataError, os_error_message
-from .publish import FOLDER, MARKER, check_absent_or_complete, publish
+from .errors import DataError, disk_errors
+from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, publish
 from .scenery import background
 
 __all__ = ["Params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
@@ -124,10 +122,16 @@ def image_rngs(seed: int, image_id: int) -> tuple[np.random.Generator, np.random
     return np.random.default_rng([seed, 1, image_id, 0]), np.random.default_rng([seed, 1, image_id, 1])
 
 
+def class_index(image_id: int, params: Params) -> int:
+    """The 0-based class (index into :func:`class_specs`) of 1-based image ``image_id``: images are numbered
+    class by class, ``params.images_per_class`` each."""
+    return (image_id - 1) // params.images_per_class
+
+
 def render_image(image_id: int, params: Params = Params(), specs: list[dict] | None = None):
     """Regenerate image ``image_id`` (1-based) of a benchmark: ``(image, background, box)`` as in :func:`render`."""
     specs = specs if specs is not None else class_specs(params.num_classes, params.seed)
-    spec = specs[(image_id - 1) // params.images_per_class]
+    spec = specs[class_index(image_id, params)]
     return render(spec, params.size, *image_rngs(params.seed, image_id))
 
 
@@ -135,7 +139,7 @@ def boxes(params: Params = Params()) -> np.ndarray:
     """All ground-truth boxes of a benchmark, ``(n, 4)`` in image-id order, without drawing any image."""
     specs = class_specs(params.num_classes, params.seed)
     n = params.num_classes * params.images_per_class
-    return np.stack([_pose(specs[(i - 1) // params.images_per_class], image_rngs(params.seed, i)[0], params.size)[1]
+    return np.stack([_pose(specs[class_index(i, params)], image_rngs(params.seed, i)[0], params.size)[1]
                      for i in range(1, n + 1)])
 
 
@@ -165,7 +169,7 @@ def _write_chunk(args) -> list[tuple[int, list[float]]]:
     ids, params, specs, images_dir = args
     out = []
     for image_id in ids:
-        spec = specs[(image_id - 1) // params.images_per_class]
+        spec = specs[class_index(image_id, params)]
         image, _, box = render(spec, params.size, *image_rngs(params.seed, image_id))
         save_jpeg(image, Path(images_dir) / file_name(spec, image_id), params.quality)
         out.append((image_id, box.tolist()))
@@ -175,7 +179,7 @@ def _write_chunk(args) -> list[tuple[int, list[float]]]:
 def _write_tables(folder: Path, params: Params, specs: list[dict], box_of: dict[int, list[float]]) -> None:
     n, k = params.num_classes, params.images_per_class
     ids = range(1, n * k + 1)
-    spec_of = {i: specs[(i - 1) // k] for i in ids}
+    spec_of = {i: specs[class_index(i, params)] for i in ids}
     tables = {
         "classes.txt": [f"{s['class_id']} {s['name']}" for s in specs],
         "images.txt": [f"{i} {file_name(spec_of[i], i)}" for i in ids],
@@ -210,12 +214,7 @@ def generate(root: str | os.PathLike = "data/synthetic", images_per_class: int =
                             f"Use another --root, or delete {target} and run the command again.")
         return target, False
     specs = class_specs(num_classes, seed)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{FOLDER}.tmp-", dir=root))
-    except OSError as exc:
-        raise DataError(os_error_message(exc, root)) from None
-    try:
+    with build_folder(root, FOLDER) as work, disk_errors(work):
         folder = work / FOLDER
         images_dir = folder / "images"
         for spec in specs:
@@ -239,10 +238,6 @@ def generate(root: str | os.PathLike = "data/synthetic", images_per_class: int =
         _write_tables(folder, params, specs, written)
         publish(folder, target, {"name": "synthetic CUB-layout benchmark", "params": asdict(params),
                                  "images": int(len(ids))})
-    except OSError as exc:
-        raise DataError(os_error_message(exc, work)) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target, True
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import random
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +17,7 @@ from data_download.publish import MARKER
 from data_download.resources import CUB200 as REAL_CUB
 from data_download.resources import FRN_WEIGHTS
 from data_server import digests, http_server, mini_cub_archive, refused_url
+from helpers import file_size_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Incompressible padding so that the archive is large enough to be cut in the middle.
@@ -241,10 +240,6 @@ def test_cli_download_checks_the_real_checksums(tmp_path):
     assert_nothing_complete(tmp_path)
 
 
-def _limit_file_size():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
-
 
 @pytest.mark.parametrize("stage", ["download", "extract"])
 def test_full_disk(tmp_path, stage):
@@ -258,7 +253,7 @@ def test_full_disk(tmp_path, stage):
                 f"try: install(res, {str(tmp_path)!r}, [{srv.url + '/file/CUB.tgz'!r}], progress=False)\n"
                 "except DataError as e: print(e, file=sys.stderr); sys.exit(1)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                             preexec_fn=_limit_file_size)
+                             preexec_fn=file_size_limit(50_000))
     assert out.returncode == 1, out.stderr
     assert "disk is full" in out.stderr and "Manual fix" in out.stderr
     assert_nothing_complete(tmp_path)
@@ -286,3 +281,29 @@ def test_cli_read_only_root(tmp_path):
     assert out.returncode == 1
     assert "read-only or you lack permission" in out.stderr and "--root" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_disk_errors_wraps_os_errors_and_passes_data_errors():
+    import errno
+
+    from data_download import DatasetNotFoundError
+    from data_download.errors import disk_errors
+    with pytest.raises(DataError, match="disk is full") as info:
+        with disk_errors("/x/y"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert "/x/y" in str(info.value) and not isinstance(info.value, OSError)
+    with pytest.raises(DatasetNotFoundError, match="as it was"):   # an OSError subclass, but already explained
+        with disk_errors("/x/y"):
+            raise DatasetNotFoundError("as it was")
+
+
+def test_build_folder_is_removed_after_success_and_failure(tmp_path):
+    from data_download.publish import build_folder
+    with build_folder(tmp_path / "new", "THING") as work:
+        assert work.parent == tmp_path / "new" and work.name.startswith(".THING.tmp-")
+        (work / "file").write_text("x")
+    assert not work.exists()
+    with pytest.raises(RuntimeError):
+        with build_folder(tmp_path, "THING") as work:
+            raise RuntimeError
+    assert not work.exists() and list(tmp_path.iterdir()) == [tmp_path / "new"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from data_download import DataError, ResizeCropFlip, SyntheticCUB200, read_metadata
 from data_download import controls, synthetic
 from data_download.publish import MARKER
+from helpers import file_size_limit
 
 SMALL = dict(images_per_class=16, size=48, num_classes=40)      # 5 genera, 640 images
 
@@ -178,13 +177,14 @@ def test_invalid_parameters(tmp_path):
     assert out.returncode == 1 and "num_classes" in out.stderr
 
 
-def _limit_file_size():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))     # a 96 px JPEG is larger
-
 
 def test_full_disk_leaves_nothing(tmp_path):
     out = cli("--root", str(tmp_path), "--classes", "8", "--images-per-class", "2", "--size", "96",
-              "--workers", "1", preexec=_limit_file_size)
+              "--workers", "1", preexec=file_size_limit(1500))   # a 96 px JPEG is larger
     assert out.returncode == 1 and "disk is full" in out.stderr and "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_class_index_matches_the_written_labels(tmp_path):
+    params = synthetic.Params(images_per_class=3, num_classes=4)
+    assert [synthetic.class_index(i, params) for i in range(1, 13)] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
