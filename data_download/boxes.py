@@ -4,14 +4,19 @@ Boxes are CUB's ``(x, y, width, height)`` in continuous pixel coordinates: ``(x,
 corner, pixel ``j`` covers ``[j, j+1)``, so a box covering pixel columns ``a..b`` has ``x = a`` and
 ``width = b - a + 1``. Image sizes are ``(width, height)``, as PIL reports them.
 
-The boxes are moved by torchvision's own box kernels (``tv_tensors.BoundingBoxes`` through
-``transforms.v2.functional`` resize, pad, center_crop and horizontal_flip), and the output sizes are
-the canvas sizes those kernels report, so images and boxes follow torchvision's size and offset rules
-(``Resize`` with an ``int`` scales the short side to it; ``CenterCrop`` starts at
-``round((W - w) / 2)`` and zero-pads when the crop is larger than the image) by construction. One
-step is explicit: when the crop is larger than the image, the padding is applied to the boxes as
-``Pad`` (``k // 2`` pixels before, as the image is padded) before the crop, because v2's box kernel
-for ``center_crop`` shifts by ``round(k / 2)`` instead, one pixel off the image for odd ``k``.
+The boxes are moved by torchvision's own box kernels (``tv_tensors.BoundingBoxes`` in XYXY through
+``transforms.v2.functional`` pad, center_crop, horizontal_flip and clamp; ``torchvision.ops.box_convert``
+from and to CUB's XYWH), and every output size is the canvas size those kernels report, so images and
+boxes follow torchvision's size and offset rules (``Resize`` with an ``int`` scales the short side to
+it; ``CenterCrop`` starts at ``round((W - w) / 2)`` and zero-pads when the crop is larger than the
+image) by construction. Two steps are explicit:
+
+* the resize scales coordinates by ``new / old`` in float64 (the new size from v2's resize): v2's box
+  kernel multiplies by a float32 ratio, which moved the book's boxes by one float32 step;
+* when the crop is larger than the image, the padding is applied to the boxes as ``Pad`` (``k // 2``
+  pixels before, as the image is padded) before the crop, because v2's box kernel for
+  ``center_crop`` shifts by ``round(k / 2)`` instead, one pixel off the image for odd ``k``.
+
 Box coordinates come out clipped to the output image (a box that leaves it gets width or height 0).
 
 Images are transformed with ``torchvision.transforms.functional`` (v1) rather than v2: for uint8
@@ -28,6 +33,7 @@ import torch
 import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as F
 from torchvision import tv_tensors
+from torchvision.ops import box_convert
 
 Size = Union[int, Sequence[int], None]
 
@@ -36,10 +42,10 @@ def _size_list(size: Size) -> list[int]:
     return [size] if isinstance(size, int) else list(size)
 
 
-def _canvas(image_size: tuple[int, int], boxes=None, dtype=torch.float64) -> tv_tensors.BoundingBoxes:
-    """``boxes`` (``(n, 4)`` x y w h; none by default) on an image of ``image_size = (width, height)``."""
-    data = torch.zeros(0, 4, dtype=dtype) if boxes is None else boxes
-    return tv_tensors.BoundingBoxes(data, format="XYWH", canvas_size=(image_size[1], image_size[0]))
+def _canvas(image_size: tuple[int, int], boxes=None) -> tv_tensors.BoundingBoxes:
+    """``boxes`` (``(n, 4)`` x0 y0 x1 y1; none by default) on an image of ``image_size = (width, height)``."""
+    data = torch.zeros(0, 4, dtype=torch.float64) if boxes is None else boxes
+    return tv_tensors.BoundingBoxes(data, format="XYXY", canvas_size=(image_size[1], image_size[0]))
 
 
 def resized_size(image_size: tuple[int, int], resize: Size) -> tuple[int, int]:
@@ -58,7 +64,10 @@ def _crop_size(crop: Size) -> tuple[int, int]:
 
 def _move(boxes: tv_tensors.BoundingBoxes, resize: Size, crop: Size, flip: bool) -> tv_tensors.BoundingBoxes:
     if resize is not None:
-        boxes = F.resize(boxes, _size_list(resize))
+        (h, w), (new_w, new_h) = boxes.canvas_size, resized_size(boxes.canvas_size[::-1], resize)
+        scaled = boxes.as_subclass(torch.Tensor) * torch.tensor([new_w, new_h] * 2, dtype=boxes.dtype) \
+            / torch.tensor([w, h] * 2, dtype=boxes.dtype)
+        boxes = tv_tensors.wrap(scaled, like=boxes, canvas_size=(new_h, new_w))
     if crop is not None:
         (h, w), (ch, cw) = boxes.canvas_size, _crop_size(crop)
         if ch > h or cw > w:   # pad as the image is padded (k // 2 before, the rest after), then crop inside
@@ -79,8 +88,8 @@ def transform_boxes(boxes, image_size: tuple[int, int], resize: Size = None, cro
     """
     is_tensor = isinstance(boxes, torch.Tensor)
     b = boxes.detach().cpu().double() if is_tensor else torch.as_tensor(np.asarray(boxes, dtype=np.float64))
-    moved = _move(_canvas(image_size, b.reshape(-1, 4)), resize, crop, flip)
-    out = moved.as_subclass(torch.Tensor).reshape(b.shape)
+    moved = _move(_canvas(image_size, box_convert(b.reshape(-1, 4), "xywh", "xyxy")), resize, crop, flip)
+    out = box_convert(moved.as_subclass(torch.Tensor), "xyxy", "xywh").reshape(b.shape)
     if is_tensor:
         return out.to(boxes.dtype if boxes.is_floating_point() else torch.float32)
     return out.numpy()
