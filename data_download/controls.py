@@ -246,7 +246,6 @@ def evidence_examples(root: str | os.PathLike, image_ids) -> tuple[torch.Tensor,
     """The normal and box-filled versions of some images (uint8 ``(n, 3, H, W)`` each), for figures."""
     params = synthetic.read_params(root)
     ds = SyntheticCUB200(root)
-    pos = [int(np.flatnonzero(ds.image_ids == i)[0]) for i in image_ids]
-    images = torch.stack([torch.from_numpy(np.array(Image.open(ds.image_path(p)).convert("RGB"))).permute(2, 0, 1)
-                          for p in pos])
+    pos = ds.index_of(image_ids)
+    images = torch.stack([torch.from_numpy(np.array(ds.load_image(p))).permute(2, 0, 1) for p in pos])
     return images, fill_boxes_with_background(images, ds.boxes[pos], image_ids, params)

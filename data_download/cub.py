@@ -31,9 +31,11 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.datasets import VisionDataset
 
-from .errors import DataError, DatasetNotFoundError
+from .errors import DataError, DatasetNotFoundError, disk_errors
 from .publish import FOLDER, MARKER, read_marker
+from .resources import DEFAULT_ROOTS
 
 
 def _half(i: np.ndarray, n: int, first: bool) -> np.ndarray:
@@ -148,25 +150,35 @@ def read_metadata(folder: str | os.PathLike) -> Metadata:
     return Metadata(ids, [r[1] for r in images], class_ids, flags == 1, box, names)
 
 
-class CUB200(torch.utils.data.Dataset):
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """The dataset's one image loader: the file at ``path`` as an RGB PIL image (read fully, file closed)."""
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class CUB200(VisionDataset):
     """CUB-200-2011 from ``root/CUB_200_2011`` (made by ``python -m data_download cub200 --root ROOT``).
 
-    ``dataset[k]`` is ``(image, label, box)``: the PIL image (or ``transform(image)``), the 0-based class
-    index ``class_id - 1`` (the same for every split, so labels index per-class arrays directly), and the
-    box as a float tensor ``(x, y, width, height)`` in the pixels of the returned image: if ``transform``
-    has a ``transform_box(box, image_size)`` method (:class:`~data_download.boxes.ResizeCropFlip` has),
-    the box is mapped through it, otherwise it is in the original image's pixels.
+    ``dataset[k]`` is ``(image, label, box)``: the image read by ``loader`` (an RGB PIL image by default,
+    :func:`load_rgb`) passed through ``transform``, the 0-based class index ``class_id - 1`` (the same for
+    every split, so labels index per-class arrays directly), and the box as a float tensor
+    ``(x, y, width, height)`` in the pixels of the returned image. The box follows the image when
+    ``transform`` can move it: a transform with a ``transform_box(box, image_size)`` method
+    (:class:`~data_download.boxes.ResizeCropFlip`, e.g. ``sfam_lite.transforms.eval_transform``) or any
+    torchvision v2 transform (called on the image and a ``tv_tensors.BoundingBoxes``); otherwise it stays
+    in the original image's pixels.
     """
 
     command = "cub200"
-    default_root = "data/cub200"
+    default_root = DEFAULT_ROOTS["cub200"]
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "all",
-                 transform: Callable | None = None, download: bool = False) -> None:
-        self.root = Path(root if root is not None else self.default_root).expanduser()
+                 transform: Callable | None = None, download: bool = False,
+                 loader: Callable[[Path], object] = load_rgb) -> None:
+        super().__init__(Path(root if root is not None else self.default_root).expanduser(), transform=transform)
         self.folder = self.root / FOLDER
         self.split = split
-        self.transform = transform
+        self.loader = loader
         split_classes(split)   # an unknown split fails here, before any download
         if download:
             self._download()
@@ -212,23 +224,54 @@ class CUB200(torch.utils.data.Dataset):
     def image_path(self, index: int) -> Path:
         return self.folder / "images" / self.paths[index]
 
-    def __getitem__(self, index: int):
+    def load_image(self, index: int):
+        """Image ``index`` as ``loader`` reads it, untransformed; an unreadable file is a DataError."""
         path = self.image_path(index)
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except OSError as exc:
-            raise DataError(f"Cannot read image {path} ({exc}); re-create the dataset with `{self._command()}`.") from None
+        with disk_errors(path, lambda exc, p: f"Cannot read image {p} ({exc}); re-create the dataset with "
+                                              f"`{self._command()}`."):
+            return self.loader(path)
+
+    def __getitem__(self, index: int):
+        image = self.load_image(index)
         box = self.boxes[index].clone()
         if self.transform is not None:
-            if hasattr(self.transform, "transform_box"):
-                box = torch.as_tensor(self.transform.transform_box(box, image.size), dtype=torch.float32)
-            image = self.transform(image)
+            image, box = _transform_with_box(self.transform, image, box)
         return image, int(self.labels[index]), box
+
+    def extra_repr(self) -> str:
+        return f"Split: {self.split}"
+
+    def index_of(self, image_ids) -> list[int]:
+        """Positions in this dataset of CUB image ids (``images.txt``'s first column); a KeyError names a missing id."""
+        where = {int(i): k for k, i in enumerate(self.image_ids.tolist())}
+        try:
+            return [where[int(i)] for i in image_ids]
+        except KeyError as exc:
+            raise KeyError(f"image id {exc.args[0]} is not in the {self.split!r} split.") from None
 
     def class_name(self, label: int) -> str:
         """The folder name (``NNN.Name``) of a 0-based label."""
         return self.meta.class_names[label + 1]
+
+
+def _image_size(image) -> tuple[int, int]:
+    """``(width, height)`` of a PIL image or a ``(..., H, W)`` tensor."""
+    return (image.shape[-1], image.shape[-2]) if isinstance(image, torch.Tensor) else image.size
+
+
+def _transform_with_box(transform, image, box: torch.Tensor):
+    """``transform(image)`` and ``box`` moved with it when the transform can move boxes (see :class:`CUB200`)."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    if hasattr(transform, "transform_box"):
+        box = torch.as_tensor(transform.transform_box(box, _image_size(image)), dtype=torch.float32)
+        return transform(image), box
+    if isinstance(transform, v2.Transform):
+        w, h = _image_size(image)
+        image, moved = transform(image, tv_tensors.BoundingBoxes(box[None], format="XYWH", canvas_size=(h, w)))
+        return image, moved.as_subclass(torch.Tensor)[0].to(torch.float32)
+    return transform(image), box
 
 
 class SyntheticCUB200(CUB200):
@@ -238,7 +281,7 @@ class SyntheticCUB200(CUB200):
     """
 
     command = "synthetic"
-    default_root = "data/synthetic"
+    default_root = DEFAULT_ROOTS["synthetic"]
 
     def _download(self) -> None:
         from .synthetic import generate
@@ -250,10 +293,8 @@ def load_tensors(dataset: CUB200, progress: bool = False):
     """All images of ``dataset`` (untransformed, one size) as a uint8 tensor ``(n, 3, H, W)``, with labels and boxes."""
     from tqdm.auto import tqdm
 
-    arrays = []
-    for k in tqdm(range(len(dataset)), desc="reading", disable=not progress, leave=False):
-        with Image.open(dataset.image_path(k)) as im:
-            arrays.append(np.asarray(im.convert("RGB")))
+    arrays = [np.asarray(dataset.load_image(k))
+              for k in tqdm(range(len(dataset)), desc="reading", disable=not progress, leave=False)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"Images differ in size ({sorted(shapes)[:3]} ...); resize them with a transform instead.")

@@ -2,6 +2,7 @@
 per image, and the query/reference pairs whose decisions are explained (correct ones only, as in the paper)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -17,20 +18,19 @@ class EvalSet:
     boxes: torch.Tensor       # (n, 4) x, y, w, h in the transformed image
 
 
-def eval_set(dataset, image_size: int, progress: bool = False) -> EvalSet:
-    """Load ``dataset`` (a :class:`data_download.CUB200`-like dataset; images of any size) through FRN's test
-    transform (:func:`sfam_lite.transforms.eval_transform`), which moves each image's box with it."""
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
+def eval_set(dataset, transform, progress: bool = False) -> EvalSet:
+    """Every item of ``dataset`` (a :class:`data_download.CUB200`; images of any size) read through its image
+    loader with ``transform`` as the dataset's transform, which moves each image's box with it.
+
+    ``transform`` is the model's evaluation transform (:func:`sfam_lite.zoo.eval_transform_for`), or an int
+    ``S``: FRN's test view at crop ``S`` (:func:`sfam_lite.transforms.eval_transform`). ``dataset`` itself is
+    not changed (a shallow copy gets the transform)."""
     from tqdm.auto import tqdm
-    transform = eval_transform(image_size)
-    images, boxes = [], []
-    for k in tqdm(range(len(dataset)), desc="test images", disable=not progress, leave=False):
-        with Image.open(dataset.image_path(k)) as im:
-            image = pil_to_tensor(im.convert("RGB"))
-        images.append(transform(image))
-        boxes.append(transform.transform_box(dataset.boxes[k], (image.shape[-1], image.shape[-2])))
-    return EvalSet(torch.stack(images), dataset.labels.clone(), torch.stack(boxes).float())
+    view = copy.copy(dataset)
+    view.transform = eval_transform(transform) if isinstance(transform, int) else transform
+    items = [view[k] for k in tqdm(range(len(view)), desc="test images", disable=not progress, leave=False)]
+    images, labels, boxes = zip(*items)
+    return EvalSet(torch.stack(images), torch.as_tensor(labels), torch.stack(boxes).float())
 
 
 @torch.no_grad()

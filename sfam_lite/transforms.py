@@ -35,4 +35,5 @@ def eval_transform(size: int, resize: int | None = None):
     images move; a PIL image is turned into a tensor first (resizing tensors, not PIL images, whatever the
     input), so the dataset's image loader and a tensor give the same pixels."""
     from data_download import ResizeCropFlip
-    return ResizeCropFlip(round(size * FRN_RESIZE_RATIO) if resize is None else resize, size, then=normalize())
+    return ResizeCropFlip(round(size * FRN_RESIZE_RATIO) if resize is None else resize, size, to_tensor=True,
+                          then=normalize())

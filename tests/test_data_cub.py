@@ -198,3 +198,41 @@ def test_unreadable_image_names_the_file(tmp_path):
     (folder / "images" / NAMES[0] / "img_1.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError, match="img_1.jpg"):
         CUB200(tmp_path)[0]
+
+
+def test_dataset_is_a_vision_dataset_with_one_loader(tmp_path):
+    from torchvision.datasets import VisionDataset
+    write_cub(tmp_path)
+    seen = []
+
+    def loader(path):
+        seen.append(str(path).split("/")[-1])
+        return Image.new("RGB", (8, 6))
+    ds = CUB200(tmp_path, split="train", loader=loader)
+    assert isinstance(ds, VisionDataset) and "Split: train" in repr(ds)
+    assert ds[1][0].size == (8, 6) and seen == [ds.paths[1].split("/")[-1]]
+    assert ds.index_of(ds.image_ids[[2, 0]]) == [2, 0]
+    with pytest.raises(KeyError, match="not in the 'train' split"):
+        ds.index_of([10_000])
+
+
+def test_box_follows_a_torchvision_v2_transform(tmp_path):
+    from torchvision.transforms import v2
+    write_cub(tmp_path)
+    image, _, box = CUB200(tmp_path, transform=v2.Compose([v2.PILToTensor(), v2.Resize(32), v2.CenterCrop(30)]))[5]
+    assert image.shape == (3, 30, 30) and box.dtype == torch.float32
+    expected = transform_boxes(np.array([3.0, 2.5, 20.0, 12.0]), (60, 40), 32, 30)
+    np.testing.assert_allclose(box.numpy(), expected, atol=1e-5)
+
+
+def test_eval_transform_can_be_the_dataset_transform(tmp_path):
+    """The evaluation transform takes the loader's PIL image (normalising a tensor made from it)."""
+    from sfam_lite.transforms import eval_transform
+    write_cub(tmp_path)
+    t = eval_transform(28)
+    image, _, box = CUB200(tmp_path, transform=t)[5]
+    raw = CUB200(tmp_path)[5][0]
+    assert torch.equal(image, t(torch.from_numpy(np.array(raw)).permute(2, 0, 1)))
+    assert image.dtype == torch.float32 and image.shape == (3, 28, 28)
+    np.testing.assert_allclose(box.numpy(), transform_boxes(np.array([3.0, 2.5, 20.0, 12.0]), (60, 40), 31, 28),
+                               atol=1e-5)

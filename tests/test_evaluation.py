@@ -1,34 +1,38 @@
 """eval_set keeps images and boxes in step: rectangles drawn into images land where the transformed boxes say."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_download import CUB200
+from data_download.publish import MARKER
 from sfam_lite.evaluation import eval_set
 from sfam_lite.train import IMAGENET_MEAN, IMAGENET_STD
 
 
-class DrawnBoxes:
-    """The part of the CUB200 interface that eval_set reads: image paths, labels, boxes (x, y, w, h)."""
-
-    def __init__(self, folder, boxes, sizes=((96, 72),)):
-        self.boxes = torch.tensor(boxes, dtype=torch.float64)
-        self.labels = torch.arange(len(boxes))
-        self.paths = []
-        for k, (x, y, w, h) in enumerate(boxes):
-            size = sizes[k % len(sizes)]
-            pixels = np.zeros((size[1], size[0], 3), np.uint8)
-            pixels[y:y + h, x:x + w] = 255
-            self.paths.append(folder / f"{k}.png")
-            Image.fromarray(pixels).save(self.paths[-1])
-
-    def __len__(self):
-        return len(self.paths)
-
-    def image_path(self, k):
-        return self.paths[k]
+def drawn_boxes(folder, boxes, sizes=((96, 72),)) -> CUB200:
+    """A CUB folder whose image k is black with a white rectangle exactly at boxes[k] (x, y, w, h), one class each."""
+    cub = folder / "CUB_200_2011"
+    (cub / "images" / "001.Drawn").mkdir(parents=True)
+    tables = {name: [] for name in ("images", "classes", "image_class_labels", "train_test_split", "bounding_boxes")}
+    for k, (x, y, w, h) in enumerate(boxes, start=1):
+        size = sizes[(k - 1) % len(sizes)]
+        pixels = np.zeros((size[1], size[0], 3), np.uint8)
+        pixels[y:y + h, x:x + w] = 255
+        Image.fromarray(pixels).save(cub / "images" / "001.Drawn" / f"{k}.png")
+        tables["images"].append(f"{k} 001.Drawn/{k}.png")
+        tables["image_class_labels"].append(f"{k} 1")
+        tables["train_test_split"].append(f"{k} 0")
+        tables["bounding_boxes"].append(f"{k} {x} {y} {w} {h}")
+    tables["classes"].append("1 001.Drawn")
+    for name, lines in tables.items():
+        (cub / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    (cub / MARKER).write_text(json.dumps({"name": "drawn"}))
+    return CUB200(folder)
 
 
 @pytest.mark.parametrize("image_size, sizes", [(48, ((96, 72),)), (80, ((96, 72),)),
@@ -36,7 +40,9 @@ class DrawnBoxes:
 def test_boxes_follow_the_images(tmp_path, image_size, sizes):
     """Also with images of different sizes, as CUB's are."""
     boxes = [(10, 8, 30, 20), (50, 30, 40, 40), (0, 0, 96, 72), (30, 5, 12, 60)]
-    data = eval_set(DrawnBoxes(tmp_path, boxes, sizes), image_size)
+    dataset = drawn_boxes(tmp_path, boxes, sizes)
+    data = eval_set(dataset, image_size)
+    assert dataset.transform is None and data.labels.tolist() == [0] * 4
     assert data.images.shape == (4, 3, image_size, image_size)
     red = data.images[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]    # back to [0, 1]
     for k in range(4):
@@ -55,3 +61,14 @@ def test_forward_with_features_names_a_layer_that_did_not_run():
         forward_with_features(model, unused, torch.rand(2, 3, 8, 8))
     outputs, maps = forward_with_features(model, model[0], torch.rand(5, 3, 8, 8), batch=2)
     assert outputs.shape == maps.shape == (5, 4, 6, 6) and torch.equal(outputs, maps.clamp_min(0))
+
+
+def test_eval_set_takes_the_recipe_view(tmp_path):
+    """gpw-cub's recipe view (resize 256, crop 227) on a 300 × 240 image: the box is scaled by 256/240, then the
+    crop removes (320 - 227) / 2 ≈ 46 and (256 - 227) / 2 ≈ 14 pixels (torchvision rounds the offsets)."""
+    from sfam_lite import zoo
+    data = eval_set(drawn_boxes(tmp_path, [(60, 50, 120, 90)], ((300, 240),)), zoo.eval_transform_for("gpw-cub"))
+    assert data.images.shape == (1, 3, 227, 227)
+    scale = 256 / 240
+    np.testing.assert_allclose(data.boxes[0].tolist(), [60 * scale - 46, 50 * scale - 14, 120 * scale, 90 * scale],
+                               rtol=1e-6)
