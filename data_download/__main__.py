@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .errors import DataError
 from .install import install
-from .resources import CUB200, FRN_WEIGHTS
+from .resources import CUB200, DEFAULT_ROOTS, FRN_WEIGHTS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
                "python -m data_download cub200 --root data/cub200 --url https://mirror.example/CUB_200_2011.tgz")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{cub200,frn-weights,synthetic}")
 
-    def downloader(name: str, resource, default_root: str, help_text: str) -> None:
+    def downloader(name: str, resource, help_text: str) -> None:
+        default_root = DEFAULT_ROOTS[name]
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--root", default=default_root,
                        help=f"folder that receives {resource.folder}/ (default: {default_root})")
@@ -35,14 +36,15 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"keep {resource.filename} in --root after extracting it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    downloader("cub200", CUB200, "data/cub200",
+    downloader("cub200", CUB200,
                "CUB-200-2011 (1.1 GB; size, md5 and sha256 verified; resumes an interrupted download).")
-    downloader("frn-weights", FRN_WEIGHTS, "data/frn",
+    downloader("frn-weights", FRN_WEIGHTS,
                "FRN's released trained weights (Google Drive; md5 verified).")
     p = sub.add_parser("synthetic", help="Generate the synthetic benchmark offline (CUB's exact layout).",
                        description="Generate the synthetic benchmark: 200 classes of procedurally drawn birds on "
                                    "natural clutter, in CUB's folder and file layout, as JPEG; deterministic for a seed.")
-    p.add_argument("--root", default="data/synthetic", help="folder that receives CUB_200_2011/ (default: data/synthetic)")
+    p.add_argument("--root", default=DEFAULT_ROOTS["synthetic"],
+                   help=f"folder that receives CUB_200_2011/ (default: {DEFAULT_ROOTS['synthetic']})")
     p.add_argument("--images-per-class", type=int, default=40, metavar="N", help="images per class (default: 40)")
     p.add_argument("--size", type=int, default=96, metavar="S", help="image side in pixels (default: 96)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: Where each command puts its data when ``--root`` is not given (relative to the working directory; the book's
+#: model zoo uses the same names below its cache folder, ``sfam_lite.zoo.default_data_root``).
+DEFAULT_ROOTS = {"cub200": "data/cub200", "synthetic": "data/synthetic", "frn-weights": "data/frn"}
+
 
 @dataclass(frozen=True)
 class Resource:

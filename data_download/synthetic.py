@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from .birds import ATTRIBUTES, GENERA, GENUS_SIZE, PALETTE, bird_parts, class_specs  # noqa: F401 (re-exported)
 from .errors import DataError, disk_errors
 from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, publish
+from .resources import DEFAULT_ROOTS
 from .scenery import background
 
 __all__ = ["Params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
@@ -191,7 +192,7 @@ def _write_tables(folder: Path, params: Params, specs: list[dict], box_of: dict[
         (folder / name).write_text("\n".join(lines) + "\n")
 
 
-def generate(root: str | os.PathLike = "data/synthetic", images_per_class: int = 40, size: int = 96,
+def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_class: int = 40, size: int = 96,
              seed: int = 0, num_classes: int = 200, workers: int | None = None, progress: bool = True,
              quality: int = 90) -> tuple[Path, bool]:
     """Write the benchmark to ``root/CUB_200_2011``; returns the folder and whether anything was written.

@@ -22,22 +22,39 @@ import tempfile
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
+from ._checks import check_choice
 from .models import FRN, GPWEmbedding
 from .train import TRAINING_VERSION, FRNConfig, GPWConfig, train_frn, train_gpw
+from .transforms import FRN_RESIZE_RATIO, eval_transform
 
 NAMES = ("frn-synthetic", "gpw-synthetic", "frn-cub", "gpw-cub")
 FRN_CUB_CHECKPOINT = "trained_model_weights/CUB_fewshot_raw/FRN/ResNet-12/model.pth"
-#: Training split and configuration of each trainable model.
+#: FRN's released CUB model has no configuration here: it evaluates at FRN's 92 → 84 view.
+FRN_CUB_IMAGE_SIZE = 84
+
+
+class Recipe(NamedTuple):
+    """How a zoo model is trained and evaluated: the training split, the configuration, and the evaluation view
+    (resize the short side to ``round(eval_resize · config.image_size)``, centre-crop ``config.image_size``)."""
+    split: str
+    config: object
+    eval_resize: float = FRN_RESIZE_RATIO
+
+
+#: Training split, configuration and evaluation view of each trainable model.
 RECIPES = {
-    "frn-synthetic": ("frn_train", FRNConfig()),
-    "gpw-synthetic": ("retrieval_train", GPWConfig()),
-    # the MS-loss reference configuration: 227 px crops of 16-100 % of a 256 px image, constant lr
-    "gpw-cub": ("retrieval_train", GPWConfig(arch="resnet50", last_stride=2, freeze_bn=True, image_size=227,
-                                             batches=3000, lr=3e-5, weight_decay=5e-4, crop_scale=(0.16, 1.0),
-                                             schedule="constant", warmup=0, weights="IMAGENET1K_V1")),
+    "frn-synthetic": Recipe("frn_train", FRNConfig()),
+    "gpw-synthetic": Recipe("retrieval_train", GPWConfig()),
+    # the MS-loss reference configuration: 227 px crops of 16-100 % of a 256 px image, constant lr; it is
+    # evaluated on the centre 227 px of the image resized to 256
+    "gpw-cub": Recipe("retrieval_train", GPWConfig(arch="resnet50", last_stride=2, freeze_bn=True, image_size=227,
+                                                   batches=3000, lr=3e-5, weight_decay=5e-4, crop_scale=(0.16, 1.0),
+                                                   schedule="constant", warmup=0, weights="IMAGENET1K_V1"),
+                      eval_resize=256 / 227),
 }
 
 
@@ -48,18 +65,34 @@ def cache_dir() -> Path:
 def default_data_root(name: str, cache: Path | None = None) -> Path:
     """Where the book keeps a dataset by default: ``$SFAM_BOOK_CACHE/data/synthetic`` (or ``.../cub200``),
     or the same below ``cache``. ``name`` is a dataset (``"synthetic"``, ``"cub200"``) or a model name ending in one."""
-    return Path(cache or cache_dir()) / "data" / ("synthetic" if name.endswith("synthetic") else "cub200")
+    from data_download.resources import DEFAULT_ROOTS
+    return Path(cache or cache_dir()) / DEFAULT_ROOTS["synthetic" if name.endswith("synthetic") else "cub200"]
 
 
 def config_for(name: str, **overrides):
     """The configuration ``load(name, **overrides)`` trains with."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown model {name!r}; trainable models: {tuple(RECIPES)}.")
-    base = RECIPES[name][1]
+    check_choice(name, "model", RECIPES)   # the trainable models
+    base = RECIPES[name].config
     unknown = set(overrides) - {f.name for f in fields(base)}
     if unknown:
         raise ValueError(f"unknown config field(s) {sorted(unknown)} for {name}; valid: {[f.name for f in fields(base)]}.")
     return type(base)(**{**asdict(base), **overrides})
+
+
+def eval_transform_for(model_or_name, config=None):
+    """The evaluation transform of a zoo model (a ``model`` from :func:`load`, or a name and its ``config``):
+    its recipe's view at the configuration's image size, as a box-aware
+    :func:`sfam_lite.transforms.eval_transform`, to give to :func:`sfam_lite.evaluation.eval_set` or as a
+    :class:`data_download.CUB200` ``transform``."""
+    if isinstance(model_or_name, str):
+        name = model_or_name
+        config = config if config is not None else (RECIPES[name].config if name in RECIPES else None)
+    else:
+        name, config = model_or_name.meta["name"], model_or_name.meta["config"]
+    check_choice(name, "model", NAMES)
+    size = config.image_size if config is not None else FRN_CUB_IMAGE_SIZE
+    ratio = RECIPES[name].eval_resize if name in RECIPES else FRN_RESIZE_RATIO
+    return eval_transform(size, round(size * ratio))
 
 
 def _data_fingerprint(dataset) -> str:
@@ -132,8 +165,7 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     (``history``: per-step loss and accuracy of the training run; ``train_seconds``: its wall time with
     ``threads`` torch threads). ``overrides`` change fields of the configuration (and the cache key).
     """
-    if name not in NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {NAMES}.")
+    check_choice(name, "model", NAMES)
     if name == "frn-cub":
         if overrides:
             raise ValueError(f"frn-cub is FRN's released checkpoint and has no configuration to change; "
@@ -141,7 +173,7 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
         return _load_frn_cub(weights_root, device, cache)
     from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
     config = config_for(name, **overrides)
-    split = RECIPES[name][0]
+    split = RECIPES[name].split
     root = Path(data_root) if data_root is not None else default_data_root(name, cache)
     synthetic = name.endswith("synthetic")
     if synthetic:

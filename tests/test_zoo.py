@@ -116,3 +116,17 @@ def test_train_command_caches_the_model_and_writes_a_log(tiny_root, tmp_path, ca
         main(["frn", "--data", "cub"])   # FRN on CUB is the released checkpoint, not trained here
     assert exit_info.value.code == 2
     assert "FRN on CUB is not trained here" in capsys.readouterr().err
+
+
+def test_evaluation_view_is_part_of_the_recipe():
+    """Synthetic models and FRN keep FRN's 92/84 view at their crop; the real GPW evaluates at 256 → 227."""
+    views = {name: zoo.eval_transform_for(name) for name in zoo.NAMES}
+    assert (views["frn-synthetic"].resize, views["frn-synthetic"].crop) == (92, 84)
+    assert (views["gpw-synthetic"].resize, views["gpw-synthetic"].crop) == (88, 80)
+    assert (views["frn-cub"].resize, views["frn-cub"].crop) == (92, 84)
+    assert (views["gpw-cub"].resize, views["gpw-cub"].crop) == (256, 227)
+    small = zoo.config_for("frn-synthetic", image_size=32)
+    assert (zoo.eval_transform_for("frn-synthetic", small).resize, zoo.eval_transform_for("frn-synthetic", small).crop) \
+        == (35, 32)
+    with pytest.raises(ValueError, match="unknown model 'gpw'"):
+        zoo.eval_transform_for("gpw")
