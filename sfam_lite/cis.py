@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_float_tensor, check_finite, check_ndim
+from ._checks import as_float_tensor, check_choice, check_finite, check_ndim
 
 METRICS = ("euclidean", "cosine")
 
@@ -66,8 +66,7 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
     Degenerate cases are defined instead of NaN: when ``D = 0`` (identical vectors, every channel
     equally close) every ``ω_n = 1/N``; in the cosine variant a zero vector is normalised to zero.
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}.")
+    check_choice(metric, "metric", METRICS)
     v_q, v_s = _paired_vectors(v_q, v_s)
     if metric == "cosine":
         v_q, v_s = l2_normalize(v_q), l2_normalize(v_s)
@@ -79,20 +78,30 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
     return torch.where(total > 0, omega, torch.full_like(omega, 1.0 / n))
 
 
+def minmax(x: torch.Tensor, dim=-1) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over ``dim`` (an int or a tuple), into [0, 1]: the package's one min-max rule.
+
+    A constant slice (max = min) becomes all ones; NaN propagates. :func:`normalize_scores` (Eq. 4) applies it to
+    CIS over channels, :func:`sfam_lite.maps.minmax_normalize` to maps over their two spatial dimensions.
+    """
+    lo = x.amin(dim=dim, keepdim=True)
+    span = x.amax(dim=dim, keepdim=True) - lo
+    flat = span == 0
+    return torch.where(flat, 1.0, (x - lo) / torch.where(flat, 1.0, span))
+
+
 def normalize_scores(w: torch.Tensor) -> torch.Tensor:
-    """Eq. 4: min-max normalisation of the scores along the last dimension, into [0, 1].
+    """Eq. 4: min-max normalisation of the scores along the last dimension, into [0, 1] (:func:`minmax`).
 
     When every score is equal (max = min) the normalised weights are all ones: every channel
-    counts fully, which is the limit of Eq. 3 as the channels become equally important.
+    counts fully, which is the limit of Eq. 3 as the channels become equally important (the same rule as
+    a constant map in :func:`sfam_lite.maps.minmax_normalize`). Scores must be finite.
     """
     w = as_float_tensor(w, "w")
     if w.ndim == 0 or w.shape[-1] == 0:
         raise ValueError(f"w must have at least one score along its last dimension, got shape {tuple(w.shape)}.")
     check_finite(w, "w")
-    lo = w.amin(dim=-1, keepdim=True)
-    span = w.amax(dim=-1, keepdim=True) - lo
-    flat = span == 0
-    return torch.where(flat, torch.ones_like(w), (w - lo) / torch.where(flat, torch.ones_like(span), span))
+    return minmax(w, -1)
 
 
 def cosine_scores_eq7(v_q: torch.Tensor, v_s: torch.Tensor, printed: bool = False) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import as_float_tensor, check_finite, check_ndim
+from .cis import minmax
 
 
 def sfam_map(feature_map: torch.Tensor, weights: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -53,7 +54,8 @@ def minmax_normalize(maps):
     A constant map becomes ones: it is equally salient everywhere, so the localisation protocol
     (:mod:`sfam_lite.localization`) gives it the whole image as its box and
     :func:`sfam_lite.metrics.mass_in_box` scores it the box's share of the image. This is the package's
-    one rule for constant maps. A map holding NaN stays NaN.
+    one rule for constant maps, :func:`sfam_lite.cis.minmax`, which Eq. 4 (:func:`sfam_lite.cis.normalize_scores`)
+    applies to the channel scores. A map holding NaN stays NaN.
 
     A torch tensor gives a tensor of its floating dtype; a numpy array gives a float64 array (computed
     without torch, for the batched localisation of :mod:`sfam_lite.localization`; float64 tensors give the
@@ -68,7 +70,4 @@ def minmax_normalize(maps):
         if constant.any():
             out[np.broadcast_to(constant, out.shape)] = 1.0
         return out
-    lo = maps.amin(dim=(-2, -1), keepdim=True)
-    span = maps.amax(dim=(-2, -1), keepdim=True) - lo
-    constant = span == 0
-    return torch.where(constant, 1.0, (maps - lo) / torch.where(constant, 1.0, span))
+    return minmax(maps, (-2, -1))

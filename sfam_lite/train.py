@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._checks import check_choice
 from .models import FRN, GPWEmbedding, multi_similarity_loss
 from .sampling import BalancedBatchSampler, EpisodeSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform  # noqa: F401 (re-exported)
@@ -30,8 +31,7 @@ TRAINING_VERSION = 1
 def lr_factor(schedule: str, warmup: int, steps: int):
     """The learning-rate multiplier per step: ``"constant"`` (1 after a linear warm-up of ``warmup`` steps) or
     ``"cosine"`` (the same warm-up, then a half cosine from 1 down to 0 at ``steps``)."""
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"unknown schedule {schedule!r}: use 'constant' or 'cosine'.")
+    check_choice(schedule, "schedule", ("constant", "cosine"))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -43,8 +43,7 @@ def lr_factor(schedule: str, warmup: int, steps: int):
 
 
 def _autocast(precision: str, device: str):
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown precision {precision!r}: use 'float32' or 'bfloat16'.")
+    check_choice(precision, "precision", ("float32", "bfloat16"))
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 

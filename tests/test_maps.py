@@ -72,3 +72,12 @@ def test_minmax_normalize_keeps_nan():
     assert torch.isnan(minmax_normalize(maps)[0]).all()
     assert torch.equal(minmax_normalize(maps)[1], torch.ones(2, 2))
     assert np.isnan(minmax_normalize(maps.numpy())[0]).all()
+
+
+def test_maps_and_eq4_share_one_minmax_rule():
+    """A map flattened to a score vector normalises as Eq. 4 (cis.normalize_scores) normalises it; constant → ones."""
+    from sfam_lite import cis
+    maps = torch.randn(3, 4, 5, dtype=torch.float64)
+    maps[1] = 2.5
+    assert torch.equal(minmax_normalize(maps).flatten(-2), cis.normalize_scores(maps.flatten(-2)))
+    assert torch.equal(minmax_normalize(maps)[1], torch.ones(4, 5, dtype=torch.float64))

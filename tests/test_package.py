@@ -45,3 +45,28 @@ def test_python_m_sfam_lite_train_still_runs():
     bad = subprocess.run([sys.executable, "-m", "sfam_lite.train", "frn", "--data", "cub"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "released checkpoint" in bad.stderr
+
+
+def test_check_choice_names_argument_value_and_choices():
+    import pytest
+
+    from sfam_lite._checks import check_choice
+    assert check_choice("b", "mode", ("a", "b")) == "b"
+    with pytest.raises(ValueError, match=r"unknown mode 'c'; choose one of 'a', 'b'\."):
+        check_choice("c", "mode", ("a", "b"))
+    from sfam_lite.train import GPWConfig, lr_factor
+    with pytest.raises(ValueError, match=r"unknown schedule 'step'; choose one of 'constant', 'cosine'"):
+        lr_factor("step", 0, 10)
+    with pytest.raises(ValueError, match=r"unknown precision 'float16'; choose one of 'float32', 'bfloat16'"):
+        GPWConfig(precision="float16")
+
+
+def test_default_data_folders_are_defined_once():
+    from data_download import CUB200, SyntheticCUB200
+    from data_download.__main__ import _parser
+    from data_download.resources import DEFAULT_ROOTS
+    from sfam_lite import zoo
+    assert (CUB200.default_root, SyntheticCUB200.default_root) == (DEFAULT_ROOTS["cub200"], DEFAULT_ROOTS["synthetic"])
+    for command in ("cub200", "frn-weights", "synthetic"):
+        assert _parser().parse_args([command]).root == DEFAULT_ROOTS[command]
+    assert zoo.default_data_root("frn-cub", cache="/c").as_posix() == "/c/" + DEFAULT_ROOTS["cub200"]
