@@ -72,7 +72,7 @@ def test_chen_split_matches_the_folder_listing_rule():
     assert [len(split_classes(s)) for s in ("chen_base", "chen_val", "chen_novel")] == [100, 50, 50]
 
 
-def test_the_two_fewshot_splits_differ_as_design_says():
+def test_chen_novel_classes_are_frn_training_classes():
     """Chen's novel classes are all FRN training classes, so FRN's checkpoints have seen them."""
     assert set(split_classes("chen_novel")) <= set(split_classes("frn_train"))
     assert set(split_classes("frn_test")) <= set(split_classes("chen_base"))

@@ -1,5 +1,5 @@
 """data_download's download pipeline against a real HTTP server on 127.0.0.1 (tests/data_server.py):
-resume, mirrors, confirmation pages, every failure mode of issue 3, and the command line."""
+resume, mirrors, confirmation pages, every failure mode the README promises to explain, and the command line."""
 from __future__ import annotations
 
 import ctypes

@@ -1,5 +1,5 @@
-"""The synthetic benchmark: CUB layout, determinism, tight boxes, class structure, the measured
-properties of issue 3 (box sizes, centre priors, evidence only in the box, shared colours), the command."""
+"""The synthetic benchmark: CUB layout, determinism, tight boxes, class structure, the properties
+chapter 3 measures (box sizes, centre priors, evidence only in the box, shared colours), the command."""
 from __future__ import annotations
 
 import hashlib
@@ -105,7 +105,7 @@ def test_classes_are_distinct_and_come_in_one_part_pairs():
 
 
 def test_box_sizes_and_centre_priors_at_the_default_parameters():
-    """Issue 3 (b), (c) at the default size (8,000 boxes, computed without drawing): area 15–50 %,
+    """Chapter 3's box-size and centre-prior checks at the default size (8,000 boxes, computed without drawing): area 15–50 %,
     median 25–35 %; the centred mean-size box localises fewer than 35 %; the same after FRN's
     Resize(92) + CenterCrop(84)."""
     boxes = synthetic.boxes(synthetic.Params())
