@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Set up .venv and run every check: unit tests; every chapter executed with papermill; nbval comparing
 # each chapter's committed text outputs with a fresh run; the book built (from those outputs) with warnings
-# as errors.
+# as errors. Prints the time of each stage at the end.
 # Exits non-zero as soon as one of them fails.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
+HERE="$(dirname "${BASH_SOURCE[0]}")"
+source "$HERE/stages.sh"
+stage "setting up .venv"
+source "$HERE/setup_env.sh"
 
-echo "==> unit tests"
+stage "unit tests"
 python -m pytest tests -q
 
-echo "==> executing every chapter with papermill and small parameters (outputs in _build/papermill/)"
+stage "executing every chapter with papermill and small parameters (outputs in _build/papermill/)"
 # nbval below runs every chapter with its defaults; this run proves that each parameters cell works, with
 # the fast values in .ci/smoke/<chapter>.yml where a chapter has them.
 mkdir -p _build/papermill
@@ -20,11 +23,11 @@ for nb in notebooks/*.ipynb; do
   papermill --cwd notebooks --kernel python3 --no-progress-bar "${extra[@]}" "$nb" "_build/papermill/$(basename "$nb")"
 done
 
-echo "==> nbval: committed outputs match a fresh run"
+stage "nbval: committed outputs match a fresh run"
 python -m pytest --nbval notebooks --nbval-current-env \
   --nbval-sanitize-with .ci/nbval_sanitize.cfg -p no:cacheprovider -q
 
-echo "==> building the book with warnings as errors, from the committed outputs nbval has just checked"
+stage "building the book with warnings as errors, from the committed outputs nbval has just checked"
 # The chapters ran twice above; a third execution in the build would only repeat them. The same
 # _config.yml with execution off (scripts/build_book.sh builds with execution on).
 mkdir -p _build/ci

@@ -196,17 +196,21 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
     pair_ids, inverse = torch.unique(q_idx.long() * n_images + s_idx.long(), return_inverse=True)
     uq, us = pair_ids // n_images, pair_ids % n_images
     explainers = build_explainers(setup, methods, *priors, seed=seed)
-    query, support = {}, {}
-    for m, e in explainers.items():
-        if e is None:
-            query[m] = support[m] = None
-            continue
-        q_iou, s_iou = np.zeros((len(thresholds), len(uq))), np.zeros((len(thresholds), len(uq)))
-        for i in tqdm(range(0, len(uq), chunk), desc=METHODS[m], disable=not progress, leave=False):
-            q, s = uq[i:i + chunk], us[i:i + chunk]      # gather features per chunk: memory stays bounded
-            q_iou[:, i:i + chunk], s_iou[:, i:i + chunk] = localisation_ious(
-                e, maps[q], maps[s][:, None], boxes[q], boxes[s][:, None], size, thresholds)
-        query[m], support[m] = q_iou[:, inverse.numpy()], s_iou[:, inverse.numpy()]
+    active = {m: e for m, e in explainers.items() if e is not None}
+    q_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
+    s_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
+    steps = tqdm(total=len(uq) * len(active), desc="explaining pairs, every method", disable=not progress, leave=False,
+                 unit="map pair")
+    for i in range(0, len(uq), chunk):
+        q, s = uq[i:i + chunk], us[i:i + chunk]      # gather features per chunk, once for every method
+        q_maps, s_maps, q_box, s_box = maps[q], maps[s][:, None], boxes[q], boxes[s][:, None]
+        for m, e in active.items():
+            q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk] = localisation_ious(
+                e, q_maps, s_maps, q_box, s_box, size, thresholds)
+            steps.update(len(q))
+    steps.close()
+    query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
+    support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
                  "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1]})
     return Result(setup.kind, tuple(thresholds), query, support, groups, info)
@@ -268,7 +272,21 @@ def _write_json(data: dict, path: Path) -> None:
         raise
 
 
-def load_for(kind: str, model_name: str | None = None, data_root=None, weights_root=None, device: str = "cpu",
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: the GPU when torch sees one, else the CPU; any other name is checked, so that asking for CUDA
+    where there is none fails at once with a message, not later in the first tensor moved there."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device name; use 'auto', 'cpu' or 'cuda'.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r}: no CUDA device is available here; use 'auto' or 'cpu'.")
+    return device
+
+
+def load_for(kind: str, model_name: str | None = None, data_root=None, weights_root=None, device: str = "auto",
              cache=None, overrides: dict | None = None, progress: bool = False, validation: bool = True):
     """The model and its test data for the experiments: ``(model, test, val_boxes)``.
 
@@ -285,20 +303,20 @@ def load_for(kind: str, model_name: str | None = None, data_root=None, weights_r
     model_name = model_name or f"{kind}-synthetic"
     if not model_name.startswith(kind):
         raise ValueError(f"model {model_name!r} is not a {kind.upper()} model; use {kind}-synthetic or {kind}-cub.")
+    device = str(resolve_device(device))
     model = zoo.load(model_name, data_root=data_root, weights_root=weights_root, progress=progress, device=device,
                      cache=cache, **(overrides or {}))
     root = Path(data_root) if data_root is not None else zoo.default_data_root(model_name, cache)
     dataset = SyntheticCUB200 if model_name.endswith("synthetic") else CUB200
-    config = model.meta.get("config")
-    image_size = config.image_size if config is not None else 84
+    view = zoo.eval_transform_for(model)      # the recipe's evaluation view (FRN: 92/84; the real GPW: 256/227)
     test_split, val_split = SPLITS[kind]
-    test = eval_set(dataset(root, split=test_split), image_size, progress=progress)
-    val_boxes = eval_set(dataset(root, split=val_split), image_size).boxes if validation else None
+    test = eval_set(dataset(root, split=test_split), view, progress=progress)
+    val_boxes = eval_set(dataset(root, split=val_split), view).boxes if validation else None
     return model, test, val_boxes
 
 
 def run(kind: str, model_name: str | None = None, data_root=None, episodes: int = 1000, methods=tuple(METHODS),
-        thresholds=(0.2,), seed: int = 0, device: str = "cpu", progress: bool = True, cache=None,
+        thresholds=(0.2,), seed: int = 0, device: str = "auto", progress: bool = True, cache=None,
         overrides: dict | None = None, way: int = 5, query: int = 16, weights_root=None) -> Result:
     """Load the model (``overrides``: its configuration fields, as for :func:`sfam_lite.zoo.load`) and the data
     (:func:`load_for`), evaluate, return the :class:`Result` (what the command runs)."""
@@ -335,7 +353,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2], help="map thresholds (the paper: 0.2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu or cuda")
     parser.add_argument("--output", help="write the tables as JSON here")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -353,8 +371,7 @@ def main(argv=None) -> int:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"unknown method(s) {unknown}; choose from {','.join(METHODS)}.")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: no CUDA device is available here; use --device cpu.")
+        args.device = str(resolve_device(args.device))
         overrides = _read_config(args.config) if args.config else {}
         result = run(args.kind, args.model, args.data_root, args.episodes, methods, tuple(args.thresholds),
                      args.seed, args.device, not args.no_progress, args.cache, overrides, args.way, args.query,

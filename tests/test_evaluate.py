@@ -92,3 +92,23 @@ def test_command_errors_are_one_line(tmp_path, capsys):
 def test_a_model_of_the_other_kind_is_refused(capsys):
     assert main(["frn", "--model", "gpw-synthetic"]) == 2
     assert "not a FRN model" in capsys.readouterr().err
+
+
+def test_resolve_device_picks_the_gpu_only_when_there_is_one(monkeypatch):
+    from sfam_lite.evaluate import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="not a device name"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_command_without_cuda_says_so_in_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["frn", "--device", "cuda", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device 'cuda': no CUDA device") and err.count("\n") == 1
