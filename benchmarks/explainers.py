@@ -272,24 +272,30 @@ def main(argv=None) -> int:
     rows = {int(r) for r in args.rows.split(",")}
     result = {"machine": machine(), "device": str(device), "repeats": args.repeats, "warmup": args.warmup}
     print(json.dumps(result["machine"]), flush=True)
+    def save():           # after every row, so that a run cut short keeps what it measured
+        if args.output:
+            path = Path(args.output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(result, indent=1))
+            os.replace(tmp, path)
+
     if 4 in rows:     # first, so that the process's peak resident memory is the protocol's, not the ResNet-50's
         print("row 4: FRN's localisation protocol from cached features", flush=True)
         result["protocol"] = protocol_row(device, args.episodes)
+        save()
     if rows & {1, 2}:
         print("rows 1-2: SFAM vs the forward pass, gradient methods vs SFAM (median of "
               f"{args.repeats} after {args.warmup} warm-up rounds)", flush=True)
         result["explainers"] = explainer_rows(device, [int(b) for b in args.batches.split(",")], args.repeats,
                                               args.warmup)
+        save()
     if 3 in rows:
         print("row 3: the localisation protocol", flush=True)
         result["localisation"] = localisation_row(args.maps, args.repeats)
+        save()
     if args.output:
-        path = Path(args.output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, path)
-        print(f"written: {path}")
+        print(f"written: {args.output}")
     return 0
 
 
