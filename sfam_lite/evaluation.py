@@ -67,7 +67,7 @@ def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, 
     correct = []
     for start in range(0, episodes, chunk):
         logits = model.head(features[support[start:start + chunk]], features[queries[start:start + chunk]])
-        correct.append(logits.argmax(-1) == target)
+        correct.append(logits.argmax(-1).cpu() == target)          # the features may be on a GPU
     return queries.flatten(), support[:, :, 0][:, target].flatten(), torch.cat(correct).flatten()
 
 

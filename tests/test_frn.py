@@ -140,3 +140,17 @@ def test_reconstruction_stays_finite_after_thread_count_changes():
     assert torch.isfinite(dist).all()
     want = direct_ridge_distance(query.double(), support.double(), torch.tensor(0.0, dtype=F64), torch.tensor(0.0, dtype=F64))
     assert torch.allclose(dist.double(), want, rtol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by scripts/test_gpu.sh machines)")
+def test_few_shot_pairs_takes_features_on_the_gpu():
+    # found on an H200: the episode targets lived on the CPU while the logits were on the GPU
+    from sfam_lite.evaluation import few_shot_pairs
+    torch.manual_seed(2)
+    model = FRN(width=0.125).double().eval()
+    labels = [c for c in range(8) for _ in range(6)]
+    feats = torch.randn(48, 25, 16, dtype=F64)
+    on_cpu = few_shot_pairs(model, feats, labels, way=3, shot=1, query=3, episodes=6, seed=1)
+    on_gpu = few_shot_pairs(model.cuda(), feats.cuda(), labels, way=3, shot=1, query=3, episodes=6, seed=1)
+    for a, b in zip(on_cpu, on_gpu):
+        assert torch.equal(a, b.cpu())
