@@ -15,8 +15,9 @@ The protocol, step by step:
 5. Compare the box with the ground truth by intersection over union (:func:`iou`).
 6. Localisation accuracy (:func:`localization_accuracy`): the share of samples with ``IoU >= 0.5``.
 
-:func:`boxes_from_maps` does steps 1-4 for a whole batch at once: one ``scipy.ndimage.label`` call on the
-stacked maps, with a structure that never connects two maps, and vectorised numpy for the rest.
+:func:`boxes_from_maps` does steps 1-4 for a whole batch at once: steps 1-2 as one threshold per map (the least
+value whose normalised value reaches the threshold, so no pixel is normalised), one ``scipy.ndimage.label`` call
+on the stacked maps, with a structure that never connects two maps, and vectorised numpy for the rest.
 """
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ __all__ = ["boxes_from_maps", "iou", "localization_accuracy"]
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE[1] = True
 
-# Pixels per chunk of maps: the float64 maps, labels and masks of a chunk stay in the CPU caches (measured fastest).
-_PIXELS_PER_CHUNK = 1 << 17
+# Pixels per chunk of maps (36 maps of 84 x 84): masks and labels of a chunk stay in the CPU caches; 2^15 to 2^21
+# were measured on 2 cores, and 2^18 was the fastest (benchmarks/README.md).
+_PIXELS_PER_CHUNK = 1 << 18
 
 
 def _as_maps(maps) -> tuple[np.ndarray, bool]:
@@ -79,9 +81,65 @@ def _bounding_boxes(mask: np.ndarray) -> np.ndarray:
     return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1).astype(np.float64)
 
 
-def _largest_components(keep: np.ndarray) -> np.ndarray:
-    """Mask ``(B, H, W)`` of the largest 8-connected component of each slice of ``keep`` (each non-empty)."""
-    labels, count = ndimage.label(keep, structure=_STRUCTURE)
+def _kept_pixels(chunk: np.ndarray, threshold: float, start: int = 0) -> np.ndarray:
+    """``minmax_normalize(chunk) >= threshold`` for finite maps ``(B, H, W)``, exactly, without normalising pixels.
+
+    The normalised value ``(m - lo) / span`` (float64, as :func:`sfam_lite.maps.minmax_normalize` computes it) never
+    decreases as ``m`` grows, so a map keeps exactly its pixels ``m >= cut``, where ``cut`` is the least value of
+    the map's dtype whose normalised value reaches the threshold. ``cut`` starts at ``lo + threshold · span`` and
+    is moved one representable value at a time until it is that least value; maps where this does not settle (a
+    range too large for float64) are normalised pixel by pixel instead. ``start`` numbers the maps in errors."""
+    if chunk.dtype not in (np.float32, np.float64):
+        chunk = chunk.astype(np.float64)
+    lo, hi = chunk.min(axis=(1, 2)), chunk.max(axis=(1, 2))
+    finite = np.isfinite(lo) & np.isfinite(hi)                     # NaN propagates to min and max; inf reaches one
+    if not finite.all():
+        bad = (start + np.flatnonzero(~finite)).tolist()
+        raise ValueError(f"maps holds NaN or infinite values in map(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}; "
+                         f"the protocol needs finite maps. Check the model's input and weights.")
+    lo64 = lo.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = hi.astype(np.float64) - lo64
+    constant, exact = span == 0, ~np.isfinite(span)
+    usable = ~(constant | exact)
+    safe = np.where(usable, span, 1.0)
+
+    def reaches(value):              # the normalised value of ``value`` in each map reaches the threshold
+        return (value.astype(np.float64) - lo64) / safe >= threshold
+
+    with np.errstate(over="ignore"):
+        cut = np.where(usable, lo64 + threshold * safe, lo64).astype(chunk.dtype)
+    for _ in range(64):              # up to the first value that reaches the threshold ...
+        low = usable & ~reaches(cut)
+        if not low.any():
+            break
+        cut[low] = np.nextafter(cut[low], np.inf)
+    for _ in range(64):              # ... and down to the least one
+        below = np.nextafter(cut, -np.inf)
+        high = usable & reaches(below)
+        if not high.any():
+            break
+        cut[high] = below[high]
+    exact |= usable & (~reaches(cut) | reaches(np.nextafter(cut, -np.inf)))     # not settled: pixel by pixel
+    cut[constant] = -np.inf                                           # a constant map normalises to ones
+    keep = chunk >= cut[:, None, None]
+    if exact.any():
+        keep[exact] = minmax_normalize(chunk[exact]) >= threshold
+        # Every map keeps its maximum (normalised to exactly 1 >= threshold) unless max - min overflows.
+        empty = exact & ~keep.any(axis=(1, 2))
+        if empty.any():
+            bad = (start + np.flatnonzero(empty)).tolist()
+            raise ValueError(f"maps {bad[:10]}{' ...' if len(bad) > 10 else ''} span a range (max - min) too large "
+                             f"for float64; rescale them, e.g. divide by their largest absolute value.")
+    return keep
+
+
+def _largest_components(keep: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """Mask ``(B, H, W)`` of the largest 8-connected component of each slice of ``keep`` (each non-empty);
+    ``labels``, an int32 array of ``keep``'s shape, is overwritten (giving it saves an allocation per call)."""
+    if labels is None:
+        labels = np.empty(keep.shape, dtype=np.int32)
+    count = ndimage.label(keep, structure=_STRUCTURE, output=labels)
     # scipy numbers the components in row-major order of their first pixel, so the labels of map b are the
     # consecutive run first[b]..last[b], and among equal sizes the lowest label is the first component.
     last = labels.reshape(len(keep), -1).max(axis=1)
@@ -113,23 +171,13 @@ def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True
     if len(t) == 0:
         return np.zeros((0, 4))
     per_chunk = max(1, _PIXELS_PER_CHUNK // (t.shape[1] * t.shape[2]))
+    labels = np.empty((min(per_chunk, len(t)), *t.shape[1:]), dtype=np.int32)   # reused: no allocation per chunk
     boxes = []
     for start in range(0, len(t), per_chunk):               # chunks of maps: cache locality, bounded memory
-        chunk = t[start:start + per_chunk]
-        finite = np.isfinite(chunk).all(axis=(1, 2))
-        if not finite.all():
-            bad = (start + np.flatnonzero(~finite)).tolist()
-            raise ValueError(f"maps holds NaN or infinite values in map(s) {bad[:10]}"
-                             f"{' ...' if len(bad) > 10 else ''}; the protocol needs finite maps. "
-                             f"Check the model's input and weights.")
-        keep = minmax_normalize(chunk) >= threshold
-        # Every map keeps its maximum (normalised to exactly 1 >= threshold) unless max - min overflows.
-        empty = ~keep.any(axis=(1, 2))
-        if empty.any():
-            bad = (start + np.flatnonzero(empty)).tolist()
-            raise ValueError(f"maps {bad[:10]}{' ...' if len(bad) > 10 else ''} span a range (max - min) too large "
-                             f"for float64; rescale them, e.g. divide by their largest absolute value.")
-        boxes.append(_bounding_boxes(_largest_components(keep) if largest_component else keep))
+        keep = _kept_pixels(t[start:start + per_chunk], threshold, start)
+        if largest_component:
+            keep = _largest_components(keep, labels[:len(keep)])
+        boxes.append(_bounding_boxes(keep))
     out = np.concatenate(boxes)
     return out[0] if single else out
 

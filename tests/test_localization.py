@@ -299,3 +299,30 @@ def test_end_to_end_on_synthetic_blobs():
     np.testing.assert_array_equal(pred, gt)
     assert localization_accuracy(pred, gt) == 1.0
     assert localization_accuracy(pred + [[20, 0, 0, 0]], gt) == 0.0
+
+
+# --- the threshold cut: the kept pixels without normalising each one -------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), dtype=st.sampled_from([np.float32, np.float64]),
+       threshold=st.one_of(st.sampled_from([0.0, 0.05, 0.2, 0.25, 0.5, 0.95, 1.0]), st.floats(0, 1)),
+       offset=st.sampled_from([0.0, 1.0, -3.5, 1e6, -1e-6, 7e30]), scale=st.sampled_from([1.0, 1e-3, 1e-30, 3e5]))
+def test_kept_pixels_equal_normalising_every_pixel(seed, dtype, threshold, offset, scale):
+    """Levels that normalise exactly onto the threshold, offsets that leave few representable values in the range,
+    and continuous maps: the cut keeps the same pixels as min-max normalising each pixel in float64."""
+    from sfam_lite.localization import _kept_pixels
+    rng = np.random.default_rng(seed)
+    maps = random_maps(rng, 6, 7, 9) * scale + offset
+    maps = maps.astype(dtype)
+    maps[0] = maps[0, 0, 0]                                   # a constant map among them
+    got = _kept_pixels(maps, threshold)
+    want = np.stack([normalised_keep(m, threshold) for m in maps])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_kept_pixels_of_integer_and_half_precision_maps():
+    from sfam_lite.localization import _kept_pixels
+    m = np.arange(60).reshape(2, 5, 6) % 7
+    for maps in (m, m.astype(np.float16), m.astype(bool)):
+        np.testing.assert_array_equal(_kept_pixels(maps, 0.5),
+                                      np.stack([normalised_keep(x.astype(np.float64), 0.5) for x in maps]))
