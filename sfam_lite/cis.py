@@ -3,12 +3,16 @@
 Every function is batched over leading dimensions: vectors have shape ``(..., N)``.
 Equation numbers refer to Liao et al., *Visual Explanation via Similar Feature Activation
 for Metric Learning*.
+
+Half-precision inputs (float16, bfloat16: a half-precision model's features) are computed in float32 and the
+results cast back to the input dtype: a squared distance over hundreds of channels easily exceeds float16's
+largest value (65504) and would turn every score into NaN.
 """
 from __future__ import annotations
 
 import torch
 
-from ._checks import as_float_tensor, check_choice, check_finite, check_ndim
+from ._checks import as_float_tensor, cast_back, check_choice, check_finite, check_ndim, compute_dtype
 
 METRICS = ("euclidean", "cosine")
 
@@ -23,7 +27,7 @@ def support_prototype(features: torch.Tensor) -> torch.Tensor:
     if features.shape[-2] == 0:
         raise ValueError("features holds K = 0 support vectors; Eq. 1 needs at least one support image.")
     check_finite(features, "features")
-    return features.mean(dim=-2)
+    return features.mean(dim=-2, dtype=compute_dtype(features.dtype)).to(features.dtype)
 
 
 def _paired_vectors(v_q, v_s) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +56,18 @@ def l2_normalize(v: torch.Tensor) -> torch.Tensor:
 
 
 def squared_channel_differences(v_q: torch.Tensor, v_s: torch.Tensor) -> torch.Tensor:
-    """``d_n = (v^Q_n - v^S_n)^2``, the per-channel terms of the squared Euclidean distance D = Σ_n d_n."""
-    return (v_q - v_s).square()
+    """``d_n = (v^Q_n - v^S_n)^2``, the per-channel terms of the squared Euclidean distance D = Σ_n d_n
+    (computed in float32 for half-precision inputs, and cast back; sum them with :func:`squared_distance`)."""
+    dtype = torch.promote_types(v_q.dtype, v_s.dtype)
+    wide = compute_dtype(dtype)
+    return cast_back((v_q.to(wide) - v_s.to(wide)).square(), dtype, "a squared channel difference")
+
+
+def squared_distance(v_q: torch.Tensor, v_s: torch.Tensor) -> torch.Tensor:
+    """``D = Σ_n (v^Q_n - v^S_n)^2`` over the last dimension, in float32 or wider: half-precision inputs give a
+    float32 distance, since a sum over hundreds of channels overflows float16."""
+    dtype = compute_dtype(torch.promote_types(v_q.dtype, v_s.dtype))
+    return (v_q.to(dtype) - v_s.to(dtype)).square().sum(dim=-1)
 
 
 def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
@@ -68,6 +82,8 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
     """
     check_choice(metric, "metric", METRICS)
     v_q, v_s = _paired_vectors(v_q, v_s)
+    dtype = v_q.dtype
+    v_q, v_s = v_q.to(compute_dtype(dtype)), v_s.to(compute_dtype(dtype))
     if metric == "cosine":
         v_q, v_s = l2_normalize(v_q), l2_normalize(v_s)
     d = squared_channel_differences(v_q, v_s)
@@ -75,7 +91,7 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
     total = d.sum(dim=-1, keepdim=True)
     safe_total = torch.where(total > 0, total, torch.ones_like(total))
     omega = (total - d) / ((n - 1) * safe_total)
-    return torch.where(total > 0, omega, torch.full_like(omega, 1.0 / n))
+    return torch.where(total > 0, omega, torch.full_like(omega, 1.0 / n)).to(dtype)
 
 
 def minmax(x: torch.Tensor, dim=-1) -> torch.Tensor:
@@ -101,7 +117,7 @@ def normalize_scores(w: torch.Tensor) -> torch.Tensor:
     if w.ndim == 0 or w.shape[-1] == 0:
         raise ValueError(f"w must have at least one score along its last dimension, got shape {tuple(w.shape)}.")
     check_finite(w, "w")
-    return minmax(w, -1)
+    return minmax(w.to(compute_dtype(w.dtype)), -1).to(w.dtype)
 
 
 def cosine_scores_eq7(v_q: torch.Tensor, v_s: torch.Tensor, printed: bool = False) -> torch.Tensor:
@@ -112,7 +128,8 @@ def cosine_scores_eq7(v_q: torch.Tensor, v_s: torch.Tensor, printed: bool = Fals
     in the paper, with numerator ``v̂^Q_n v̂^S_n``, which does not. Both need ``cos(V^Q, V^S) ≠ 1``.
     """
     v_q, v_s = _paired_vectors(v_q, v_s)
-    q, s = l2_normalize(v_q), l2_normalize(v_s)
+    dtype = v_q.dtype
+    q, s = l2_normalize(v_q.to(compute_dtype(dtype))), l2_normalize(v_s.to(compute_dtype(dtype)))
     n = q.shape[-1]
     cos = (q * s).sum(dim=-1, keepdim=True)
     denom = (n - 1) * (2 - 2 * cos)
@@ -121,10 +138,11 @@ def cosine_scores_eq7(v_q: torch.Tensor, v_s: torch.Tensor, printed: bool = Fals
     rest_q = q.square().sum(dim=-1, keepdim=True) - q.square()
     rest_s = s.square().sum(dim=-1, keepdim=True) - s.square()
     factor = 1.0 if printed else 2.0
-    return (rest_q + rest_s - 2 * cos) / denom + factor * q * s / denom
+    return ((rest_q + rest_s - 2 * cos) / denom + factor * q * s / denom).to(dtype)
 
 
 def cosine_similarity(v_q: torch.Tensor, v_s: torch.Tensor) -> torch.Tensor:
     """``cos(V^Q, V^S) = Σ_n v̂^Q_n v̂^S_n`` (zero when either vector is zero)."""
     v_q, v_s = _paired_vectors(v_q, v_s)
-    return (l2_normalize(v_q) * l2_normalize(v_s)).sum(dim=-1)
+    dtype, wide = v_q.dtype, compute_dtype(v_q.dtype)
+    return (l2_normalize(v_q.to(wide)) * l2_normalize(v_s.to(wide))).sum(dim=-1).to(dtype)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_float_tensor, check_finite, check_ndim
+from ._checks import as_float_tensor, cast_back, check_finite, check_ndim, compute_dtype
 from .cis import minmax
 
 
@@ -16,6 +16,7 @@ def sfam_map(feature_map: torch.Tensor, weights: torch.Tensor, size: tuple[int, 
     :func:`sfam_lite.cis.normalize_scores`); the result is ``(B, H, W)``, or ``(B, *size)``.
     Unbatched ``(N, H, W)`` and ``(N,)`` give ``(H, W)``. The map is returned as Eq. 3 defines it,
     without rectification or rescaling; see :func:`minmax_normalize` for display and evaluation.
+    Half-precision inputs are summed in float32 and the map cast back (a float16 map beyond ±65504 is refused).
     """
     feature_map = as_float_tensor(feature_map, "feature_map")
     weights = as_float_tensor(weights, "weights")
@@ -31,9 +32,11 @@ def sfam_map(feature_map: torch.Tensor, weights: torch.Tensor, size: tuple[int, 
     check_finite(feature_map, "feature_map")
     check_finite(weights, "weights")
     dtype = torch.promote_types(feature_map.dtype, weights.dtype)
-    heat = torch.einsum("bn,bnhw->bhw", weights.to(dtype), feature_map.to(dtype))
+    wide = compute_dtype(dtype)
+    heat = torch.einsum("bn,bnhw->bhw", weights.to(wide), feature_map.to(wide))
     if size is not None:
         heat = upsample(heat, size)
+    heat = cast_back(heat, dtype, "the map")
     return heat[0] if unbatched else heat
 
 
