@@ -3,7 +3,8 @@
 # (more episodes and pairs; device "cuda" where a chapter has a device parameter). Then nbval, in lax mode,
 # re-runs the chapters whose text must not depend on the device (cells tagged nbval-check-output, e.g. the
 # derivations of chapters 1-2) and compares those cells with the committed outputs, which come from the CPU
-# run. Every other cell has already had to run without error in the papermill pass.
+# run. Every other cell has already had to run without error in the papermill pass. The unit tests that need
+# CUDA run first.
 #
 #   scripts/test_gpu.sh                    # set up .venv as scripts/test.sh does, then run
 #   scripts/test_gpu.sh --no-setup         # use the python on PATH (with the packages of requirements.txt)
@@ -44,6 +45,9 @@ if not torch.cuda.is_available():
              "scripts/test_gpu.sh needs a GPU. On a CPU machine run scripts/test.sh.")
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
 PY
+
+stage "unit tests that need CUDA (skipped on a CPU machine)"
+python -m pytest tests -q -p no:cacheprovider -k "gpu or cuda"
 
 selected=()
 for nb in notebooks/*.ipynb; do
