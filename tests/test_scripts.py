@@ -68,3 +68,11 @@ def test_stage_summary_times_each_stage_and_marks_the_failure(tmp_path):
     table = lines[lines.index("==> time per stage") + 1:]
     assert [line.split(None, 2)[2] for line in table] == ["first", "second   <- failed here (exit 3)", "total"]
     assert int(table[0].split()[0]) >= 1 and int(table[2].split()[0]) >= 1
+
+
+def test_workflow_runs_the_two_scripts():
+    yaml = pytest.importorskip("yaml")
+    jobs = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())["jobs"]
+    runs = {name: [s.get("run") for s in job["steps"] if "run" in s] for name, job in jobs.items()}
+    assert runs == {"cpu": ["bash scripts/test.sh"], "gpu": ["bash scripts/test_gpu.sh"]}
+    assert "gpu" in jobs["gpu"]["runs-on"] and jobs["cpu"]["timeout-minutes"] <= 90
