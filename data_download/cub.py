@@ -212,9 +212,16 @@ class CUB200(VisionDataset):
         if read_marker(self.folder) is not None:
             return
         if self.folder.exists():
+            if all((self.folder / name).is_file() for name in ("images.txt", "image_class_labels.txt")):
+                cause = ("it holds CUB's tables, so it was probably extracted or copied by hand (the commands mark "
+                         "a folder complete only after verifying it)")
+            else:
+                cause = "an earlier run was interrupted, or the folder was made by hand"
+            archive = (f"; to reuse an archive you already have, save it as {self.root}/CUB_200_2011.tgz first and the "
+                       "command verifies and extracts it") if self.command == "cub200" else ""
             raise DatasetNotFoundError(
-                f"{self.folder} is incomplete (no {MARKER}; an earlier run was interrupted?). Delete it and run "
-                f"`{self._command()}`.")
+                f"{self.folder} is incomplete: it has no {MARKER} ({cause}). Move it away (or delete it) and run "
+                f"`{self._command()}`{archive}.")
         raise DatasetNotFoundError(f"No dataset in {self.folder}. Get it with `{self._command()}` "
                                    "(or pass download=True).")
 

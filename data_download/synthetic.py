@@ -43,7 +43,7 @@ from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, pub
 from .resources import DEFAULT_ROOTS
 from .scenery import background
 
-__all__ = ["Params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
+__all__ = ["Params", "check_params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
            "file_name", "class_specs", "bird_parts", "ATTRIBUTES", "PALETTE", "GENERA", "GENUS_SIZE"]
 
 VERSION = 1
@@ -192,6 +192,26 @@ def _write_tables(folder: Path, params: Params, specs: list[dict], box_of: dict[
         (folder / name).write_text("\n".join(lines) + "\n")
 
 
+def check_params(images_per_class: int = 40, size: int = 96, seed: int = 0, num_classes: int = 200,
+                 quality: int = 90, workers: int | None = None) -> None:
+    """Raise :class:`DataError` (one sentence) unless the generation parameters can make a benchmark."""
+    params = Params(images_per_class, size, seed, num_classes, quality)
+    numbers = {"images_per_class": images_per_class, "size": size, "seed": seed, "num_classes": num_classes,
+               "quality": quality}
+    wrong = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+    if wrong:
+        raise DataError(f"Invalid parameters: {', '.join(wrong)} must be integers, got "
+                        f"{', '.join(repr(numbers[k]) for k in wrong)}.")
+    if images_per_class < 2 or size < 32 or not 1 <= num_classes <= len(GENERA) * GENUS_SIZE:
+        raise DataError(f"Invalid parameters {params}: need images_per_class >= 2, size >= 32 and "
+                        f"1 <= num_classes <= {len(GENERA) * GENUS_SIZE}.")
+    if seed < 0 or not 1 <= quality <= 100:
+        raise DataError(f"Invalid parameters {params}: need seed >= 0 (numpy's generators take non-negative seeds) "
+                        "and 1 <= quality <= 100.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DataError(f"Invalid workers {workers!r}: give a number of worker processes >= 1 (or None).")
+
+
 def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_class: int = 40, size: int = 96,
              seed: int = 0, num_classes: int = 200, workers: int | None = None, progress: bool = True,
              quality: int = 90) -> tuple[Path, bool]:
@@ -202,9 +222,7 @@ def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_cl
     complete, and the completion marker (holding the parameters) is written last.
     """
     params = Params(images_per_class, size, seed, num_classes, quality)
-    if images_per_class < 2 or size < 32 or not 1 <= num_classes <= len(GENERA) * GENUS_SIZE:
-        raise DataError(f"Invalid parameters {params}: need images_per_class >= 2, size >= 32 and "
-                        f"1 <= num_classes <= {len(GENERA) * GENUS_SIZE}.")
+    check_params(images_per_class, size, seed, num_classes, quality, workers)
     root = Path(os.path.abspath(os.path.expanduser(root)))
     target = root / FOLDER
     command = f"synthetic --root {root}"
