@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ._checks import check_choice
+from ._checks import check_choice, check_int, check_number
 from .models import FRN, GPWEmbedding, multi_similarity_loss
 from .sampling import BalancedBatchSampler, EpisodeSampler
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform  # noqa: F401 (re-exported)
@@ -47,6 +47,26 @@ def _autocast(precision: str, device: str):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
+def _check_crop_scale(config) -> None:
+    """``crop_scale`` is two numbers ``0 < lo <= hi <= 1`` (RandomResizedCrop's area range); kept as a tuple."""
+    scale = config.crop_scale
+    if isinstance(scale, (str, bytes)) or not hasattr(scale, "__len__") or len(scale) != 2:
+        raise ValueError(f"crop_scale must be two numbers (lo, hi), got {scale!r}.")
+    lo, hi = (check_number(v, "crop_scale", positive=True, maximum=1.0) for v in scale)
+    if lo > hi:
+        raise ValueError(f"crop_scale must be (lo, hi) with lo <= hi, got {scale!r}.")
+    object.__setattr__(config, "crop_scale", tuple(scale))   # a JSON list becomes the tuple it stands for
+
+
+def _check_common(config) -> None:
+    """Fields FRN and GPW share: sizes, learning rate, weight decay, crops and seed."""
+    check_int(config.image_size, "image_size", 8)
+    check_number(config.lr, "lr", positive=True)
+    check_number(config.weight_decay, "weight_decay", minimum=0.0)
+    _check_crop_scale(config)
+    check_int(config.seed, "seed", 0)
+
+
 @dataclass(frozen=True)
 class FRNConfig:
     """FRN's recipe (SGD with Nesterov momentum, step schedule, RandomResizedCrop + ColorJitter + flip,
@@ -66,6 +86,20 @@ class FRNConfig:
     aux_weight: float = 0.03
     crop_scale: tuple = (0.08, 1.0)
     seed: int = 0
+
+    def __post_init__(self):   # refuse a bad configuration before any data is loaded
+        _check_common(self)
+        check_number(self.width, "width", positive=True)
+        check_int(self.way, "way", 2)
+        check_int(self.shot, "shot", 1)
+        check_int(self.query, "query", 1)
+        check_int(self.episodes, "episodes", 1)
+        check_number(self.momentum, "momentum", minimum=0.0, maximum=1.0)
+        check_number(self.gamma, "gamma", positive=True)
+        check_number(self.aux_weight, "aux_weight", minimum=0.0)
+        if isinstance(self.milestones, (str, bytes)) or not hasattr(self.milestones, "__iter__"):
+            raise TypeError(f"milestones must be a list of episode numbers, got {self.milestones!r}.")
+        object.__setattr__(self, "milestones", tuple(check_int(m, "each milestone", 1) for m in self.milestones))
 
 
 @dataclass(frozen=True)
@@ -101,8 +135,28 @@ class GPWConfig:
     def __post_init__(self):   # refuse a bad configuration before any data is loaded
         lr_factor(self.schedule, self.warmup, self.batches)
         _autocast(self.precision, "cpu")
+        check_int(self.warmup, "warmup")
+        check_int(self.batches, "batches")
         if self.warmup < 0 or self.batches < 1:
             raise ValueError(f"need warmup >= 0 and batches >= 1, got warmup={self.warmup}, batches={self.batches}.")
+        _check_common(self)
+        if not isinstance(self.arch, str) or not (self.arch == "resnet10" or (
+                self.arch.startswith("resnet") and self.arch[6:].isdigit())):
+            raise ValueError(f"unknown arch {self.arch!r}: use resnet10 or a torchvision ResNet name (resnet18, resnet50, ...).")
+        check_choice(self.last_stride, "last_stride", (1, 2))
+        if not isinstance(self.freeze_bn, bool):
+            raise TypeError(f"freeze_bn must be True or False, got {self.freeze_bn!r}.")
+        check_int(self.dim, "dim", 1)
+        check_int(self.classes_per_batch, "classes_per_batch", 2)   # the MS loss needs negatives
+        check_int(self.instances, "instances", 2)                   # ... and positives
+        for name in ("alpha", "beta"):
+            check_number(getattr(self, name), name, positive=True)
+        check_number(self.lam, "lam")
+        check_number(self.margin, "margin", minimum=0.0)
+        check_number(self.jitter, "jitter", minimum=0.0)
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise TypeError(f"weights must be None or a torchvision weights name such as 'IMAGENET1K_V1', "
+                            f"got {self.weights!r}.")
 
 
 def _augment(images: torch.Tensor, transform) -> torch.Tensor:

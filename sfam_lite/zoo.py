@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._checks import check_choice
+from ._checks import check_choice, check_device
 from .models import FRN, GPWEmbedding
 from .train import TRAINING_VERSION, FRNConfig, GPWConfig, train_frn, train_gpw
 from .transforms import FRN_RESIZE_RATIO, eval_transform
@@ -70,7 +70,8 @@ def default_data_root(name: str, cache: Path | None = None) -> Path:
 
 
 def config_for(name: str, **overrides):
-    """The configuration ``load(name, **overrides)`` trains with."""
+    """The configuration ``load(name, **overrides)`` trains with; every field is checked when it is made
+    (``TypeError`` or ``ValueError`` naming the field: e.g. ``episodes >= 1``, ``lr`` finite and positive)."""
     check_choice(name, "model", RECIPES)   # the trainable models
     base = RECIPES[name].config
     unknown = set(overrides) - {f.name for f in fields(base)}
@@ -164,8 +165,14 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     ``model.meta`` holds ``{"name", "config", "history", "checkpoint", "train_seconds", "threads"}``
     (``history``: per-step loss and accuracy of the training run; ``train_seconds``: its wall time with
     ``threads`` torch threads). ``overrides`` change fields of the configuration (and the cache key).
+
+    The configuration and ``device`` are checked before any data is read. The synthetic benchmark is generated
+    when missing only at the default location (:func:`default_data_root`) or in an explicit ``data_root`` that
+    already exists: a ``data_root`` that does not exist is refused (a typo would otherwise receive a whole new
+    benchmark); create the folder, or generate the benchmark there with ``python -m data_download synthetic --root``.
     """
     check_choice(name, "model", NAMES)
+    check_device(device)
     if name == "frn-cub":
         if overrides:
             raise ValueError(f"frn-cub is FRN's released checkpoint and has no configuration to change; "
@@ -176,6 +183,10 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     split = RECIPES[name].split
     root = Path(data_root) if data_root is not None else default_data_root(name, cache)
     synthetic = name.endswith("synthetic")
+    if synthetic and data_root is not None and not root.exists() and root != default_data_root(name, cache):
+        raise FileNotFoundError(f"data_root {str(root)!r} does not exist. Check the path, or generate the synthetic "
+                                f"benchmark there with `python -m data_download synthetic --root {root}` "
+                                "(or pass data_root=None to use the book's default folder).")
     if synthetic:
         try:
             dataset = SyntheticCUB200(root, split=split)
