@@ -14,6 +14,7 @@ after the target layer for this, as a ``head``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -95,6 +96,7 @@ class FeatureCapture:
             raise TypeError(f"target_layer must be an nn.Module, got {type(layer).__name__}.")
         self.output: torch.Tensor | None = None
         self.keep_graph = keep_graph
+        self.removed = False
         self._handle = layer.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output):
@@ -105,6 +107,9 @@ class FeatureCapture:
 
     def run(self, model: nn.Module, images: torch.Tensor):
         """``model(images)`` and the layer's output during that call; an error if the layer did not run."""
+        if self.removed:
+            raise RuntimeError("this explainer was closed (its hook is removed from the model): call it inside its "
+                               "`with` block, or build a new one.")
         self.output = None
         result = model(images)
         if self.output is None:
@@ -114,6 +119,20 @@ class FeatureCapture:
 
     def remove(self) -> None:
         self._handle.remove()
+        self.removed = True
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Run ``model`` in eval mode inside the block and give every submodule its own mode back afterwards: an
+    explanation must not update BatchNorm statistics, nor make one image's map depend on the others in its batch."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
@@ -126,7 +145,8 @@ class PairExplainer:
 
     A method implements :meth:`channel_weights` (and, if it needs them, sets ``needs_gradients`` and a
     :meth:`target`). Use as a context manager (or call :meth:`close`) to remove the hooks from the model.
-    The model is used as it is: put it in ``eval()`` mode first, as for any explanation.
+    The model runs in eval mode during each call (so BatchNorm statistics stay as they are and one image's map does
+    not depend on the rest of its batch), and every submodule's mode is restored afterwards.
 
     Args:
         model: any ``nn.Module`` called on a batch of images, or None for an explainer that only
@@ -188,7 +208,7 @@ class PairExplainer:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Run the model on ``(B, C, H, W)`` images and return the target layer's ``(B, N, h, w)`` output."""
         self._require_model()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.model):
             out = self._capture.run(self.model, images)[1]
         self._check_features(out)
         return out.detach()
@@ -240,7 +260,7 @@ class PairExplainer:
         # gradient methods: a support image shared by all queries gets a gradient per query, so repeat it
         flat_support = support_images.expand(b, *support_images.shape[-4:]).reshape(-1, *support_images.shape[-3:]) \
             if shared else flat_support
-        with torch.enable_grad():
+        with torch.enable_grad(), eval_mode(self.model):
             out_q, a_q = self._capture.run(self.model, query_images)
             out_q = self.target_input(out_q)
             out_s, a_s = self._capture.run(self.model, flat_support)
@@ -310,7 +330,7 @@ class PairExplainer:
             query_maps=upsample(query_maps, size), support_maps=upsample(support_maps, size),
             weights=query_weights, support_weights=support_weights, scores=scores,
             query_vectors=v_q, support_vectors=v_s,
-            squared_distance=cis.squared_channel_differences(v_q, v_s).sum(-1),
+            squared_distance=cis.squared_distance(v_q, v_s),
             cosine_similarity=cis.cosine_similarity(v_q, v_s),
             query_features=a_q, support_features=a_s)
 

@@ -112,8 +112,14 @@ def test_permutation_equivariance(pair, rnd, metric):
     assert torch.allclose(w_perm, w[perm], rtol=1e-12, atol=1e-15)
 
 
+def not_parallel(p) -> bool:
+    """The cosine D = 2 - 2cos (Eq. 5) is more than rounding noise: the normalised vectors differ."""
+    q, s = p[0] / np.linalg.norm(p[0]), p[1] / np.linalg.norm(p[1])
+    return np.sum((q - s) ** 2) > 1e-6
+
+
 @settings(max_examples=100, deadline=None)
-@given(vectors(lo=0.01, hi=5.0), st.floats(1e-3, 1e3), st.floats(1e-3, 1e3))
+@given(vectors(lo=0.01, hi=5.0).filter(not_parallel), st.floats(1e-3, 1e3), st.floats(1e-3, 1e3))
 def test_cosine_invariant_to_positive_rescaling(pair, a, b):
     vq, vs = map(t, pair)
     w = cis.contribution_scores(vq, vs, "cosine")

@@ -157,3 +157,50 @@ def test_explain_features_equals_explaining_images(model):
             explainer.explain_features(a_q, a_s[:2])
     assert torch.allclose(from_images.query_maps, from_features.query_maps)
     assert torch.allclose(from_images.support_maps, from_features.support_maps)
+
+
+class NormedCNN(nn.Module):
+    """A small CNN with BatchNorm, whose train-mode output depends on the rest of the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                                  nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5))
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x):
+        return self.head(self.body(x).mean(dim=(-2, -1)))
+
+
+@pytest.mark.parametrize("method", ["sfam", "cgram"])
+def test_a_model_in_train_mode_is_explained_in_eval_mode_and_left_as_it_was(method):
+    from sfam_lite import CGRAM
+    torch.manual_seed(0)
+    net = NormedCNN().train()
+    net.body[1].eval()                                    # a mixed model: one BatchNorm already in eval mode
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    q, s = torch.rand(4, 3, 12, 12, generator=g), torch.rand(4, 2, 3, 12, 12, generator=g)
+    make = (lambda: SFAM(net, net.body[3])) if method == "sfam" else (lambda: CGRAM(net, net.body[3]))
+    with make() as explainer:
+        batch = explainer(q, s)
+        alone = explainer(q[1:2], s[1:2])
+    for k, v in net.state_dict().items():                 # running statistics untouched
+        assert torch.equal(v, before[k]), k
+    assert net.training and not net.body[1].training and net.body[4].training     # every mode given back
+    assert torch.allclose(batch.query_maps[1], alone.query_maps[0], atol=1e-6)    # no dependence on the batch
+
+
+def test_an_explainer_called_after_close_says_it_was_closed(model):
+    explainer = SFAM(model, model.body)
+    explainer.close()
+    with pytest.raises(RuntimeError, match="this explainer was closed"):
+        explainer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_half_precision_features_give_a_finite_float32_distance():
+    a_q = torch.full((1, 300, 2, 2), 40.0, dtype=torch.float16)
+    a_s = torch.full((1, 1, 300, 2, 2), -40.0, dtype=torch.float16)   # D = 300 · 80² = 1.92e6 > float16's 65504
+    out = SFAM(None).explain_features(a_q, a_s)
+    assert torch.isfinite(out.squared_distance).all() and out.squared_distance.dtype == torch.float32
+    assert out.squared_distance.item() == pytest.approx(300 * 80.0 ** 2)
