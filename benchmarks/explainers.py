@@ -252,6 +252,32 @@ def protocol_row(device, episodes: int) -> dict:
     return row
 
 
+def summarize(paths) -> str:
+    """Markdown tables of the JSON files :func:`main` wrote."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    names = [r["machine"].get("gpu") or f"CPU, {r['machine']['threads']} threads" for r in runs]
+    lines = ["| machine | model, batch | forward | SFAM / forward | GradCAM / SFAM | CG-RAM / SFAM | Grad-FAM / SFAM "
+             "| peak MiB: SFAM, CG-RAM, Grad-FAM, GradCAM |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in zip(names, runs):
+        for e in r.get("explainers", []):
+            mib = [f"{e['peak_bytes'][m] / 2**20:.0f}" if m in e["peak_bytes"] else "—"
+                   for m in ("sfam", "cgram", "gradfam", "gradcam")]
+            gradcam = e["over_sfam"].get("gradcam")
+            lines.append(f"| {name} | {e['model']}, {e['batch']} | {1e3 * e['seconds']['forward']:.1f} ms "
+                         f"| {e['sfam_over_forward']:.2f} | {'—' if gradcam is None else f'{gradcam:.2f}'} "
+                         f"| {e['over_sfam']['cgram']:.2f} | {e['over_sfam']['gradfam']:.2f} | {', '.join(mib)} |")
+    lines += ["", "| machine | localisation, batched | per-map loop | same boxes | protocol: episodes, time, "
+                  "peak resident (GPU) |", "|---|---|---|---|---|"]
+    for name, r in zip(names, runs):
+        loc, pro = r.get("localisation"), r.get("protocol")
+        loc_cells = (f"{loc['batched_maps_per_s']:,.0f} maps/s | {loc['loop_maps_per_s']:,.0f} maps/s | "
+                     f"{'yes' if loc['identical_boxes'] else 'NO'}" if loc else "— | — | —")
+        pro_cell = "—" if not pro else (f"{pro['episodes']:,}, {pro['seconds']:.0f} s, {pro['peak_rss_bytes'] / 2**30:.2f} GiB"
+                                        + (f" ({pro['peak_gpu_bytes'] / 2**30:.2f} GiB)" if "peak_gpu_bytes" in pro else ""))
+        lines.append(f"| {name}, torch {r['machine']['torch']} | {loc_cells} | {pro_cell} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
@@ -262,7 +288,12 @@ def main(argv=None) -> int:
     parser.add_argument("--maps", type=int, default=20000, help="maps of row 3")
     parser.add_argument("--episodes", type=int, default=1000, help="episodes of row 4 (the paper: 10000)")
     parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--summarize", nargs="+", metavar="JSON", help="print the tables of these result files, "
+                        "e.g. benchmarks/results/explainers_*.json, and measure nothing")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():

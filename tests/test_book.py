@@ -1,6 +1,7 @@
 """The book's own rules: every chapter is in the table of contents, has a parameters cell, kernel
 metadata, no committed errors, and Colab cells generated from the one repository URL."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,12 @@ def test_book_repository_url_is_only_in_config():
     holders = {f for f in tracked if f.endswith((".py", ".md", ".yml", ".toml", ".txt", ".sh"))
                and url in (ROOT / f).read_text(errors="ignore")}
     assert holders <= {"_config.yml"}, f"the repository URL is repeated in {holders - {'_config.yml'}}"
+
+
+def test_front_page_lists_every_page_of_the_toc():
+    intro = (ROOT / "book" / "intro.md").read_text()
+    section = intro.split("## How to read it", 1)[1].split("\n## ", 1)[0]
+    listed = {str((ROOT / "book" / ref).resolve().relative_to(ROOT)) for ref in re.findall(r"\{doc\}`([^`]+)`", section)}
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    missing = toc_files() - {toc["root"]} - listed
+    assert not missing, f"book/intro.md's 'How to read it' does not list {sorted(missing)}"
