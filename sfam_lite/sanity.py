@@ -278,7 +278,7 @@ def removal_order(maps: torch.Tensor) -> torch.Tensor:
 def deletion_insertion(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], query_images, support_images,
                        maps, steps: int = 20, mode: str = "deletion", baseline="blur", batch_size: int = 64,
                        kernel_size: int = 11, sigma: float = 5.0) -> DeletionCurves:
-    """Deletion and insertion curves (Petsiuk et al. 2018, RISE §4.1) with the model's own similarity as the score.
+    """Deletion and insertion curves (Petsiuk et al. 2018, RISE) with the model's own similarity as the score.
 
     ``score_fn(query_batch, support_batch) -> (n,)`` is the similarity of each query to its support (e.g.
     :func:`frn_similarity` or :func:`cosine_similarity_of`); ``query_images`` ``(B, C, H, W)``; ``support_images``
