@@ -188,6 +188,17 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
     return "\n".join(lines)
 
 
+def _release_freed_memory() -> None:
+    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere). Without
+    it, the freed chunks of the evaluation stay in the allocator's arenas, and the peak resident memory of the same
+    10,000-episode run varied from 1.9 to 5.2 GiB between runs (benchmarks/README.md)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
                     info, chunk: int = 4096) -> Result:
     """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time."""
@@ -208,6 +219,8 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
             q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk] = localisation_ious(
                 e, q_maps, s_maps, q_box, s_box, size, thresholds)
             steps.update(len(q))
+        del q_maps, s_maps
+        _release_freed_memory()
     steps.close()
     query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
