@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import check_device
 from .baselines import CGRAM, RAM, Decomposition, GradFAM
 from .explainer import SFAM
+from .evaluation import release_freed_memory
 from .localization import boxes_from_maps, iou
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
@@ -188,17 +190,6 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
     return "\n".join(lines)
 
 
-def _release_freed_memory() -> None:
-    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere). Without
-    it, the freed chunks of the evaluation stay in the allocator's arenas, and the peak resident memory of the same
-    10,000-episode run varied from 1.9 to 5.2 GiB between runs (benchmarks/README.md)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
                     info, chunk: int = 4096) -> Result:
     """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time."""
@@ -220,7 +211,7 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
                 e, q_maps, s_maps, q_box, s_box, size, thresholds)
             steps.update(len(q))
         del q_maps, s_maps
-        _release_freed_memory()
+        release_freed_memory()
     steps.close()
     query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
@@ -286,17 +277,12 @@ def _write_json(data: dict, path: Path) -> None:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: the GPU when torch sees one, else the CPU; any other name is checked, so that asking for CUDA
-    where there is none fails at once with a message, not later in the first tensor moved there."""
+    """``"auto"``: the GPU when torch sees one, else the CPU; any other name is checked
+    (:func:`sfam_lite._checks.check_device`), so that asking for CUDA where there is none fails at once with a
+    message, not later in the first tensor moved there."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a device name; use 'auto', 'cpu' or 'cuda'.") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r}: no CUDA device is available here; use 'auto' or 'cpu'.")
-    return device
+    return check_device(device)
 
 
 def load_for(kind: str, model_name: str | None = None, data_root=None, weights_root=None, device: str = "auto",

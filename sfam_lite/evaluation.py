@@ -49,6 +49,17 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int = 250):
     return torch.cat(outputs), torch.cat(maps)
 
 
+def release_freed_memory() -> None:
+    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere). Long
+    evaluations allocate and free large tensors in a loop; without this the freed chunks stay in the allocator's
+    arenas, and the peak resident memory of the same 10,000-episode run varied from 1.9 to 5.2 GiB between runs."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):      # not glibc (macOS, Windows): nothing to do
+        pass
+
+
 @torch.no_grad()
 def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
                    query: int = 16, seed: int = 0, chunk: int = 50):
@@ -68,6 +79,8 @@ def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, 
     for start in range(0, episodes, chunk):
         logits = model.head(features[support[start:start + chunk]], features[queries[start:start + chunk]])
         correct.append(logits.argmax(-1).cpu() == target)          # the features may be on a GPU
+        if (start // chunk) % 20 == 19:
+            release_freed_memory()
     return queries.flatten(), support[:, :, 0][:, target].flatten(), torch.cat(correct).flatten()
 
 
