@@ -59,3 +59,41 @@ def test_float16_scores_overflowed_before():
     assert torch.isfinite(omega).all()
     torch.testing.assert_close(omega.float(), cis.contribution_scores(v_q.float(), v_s.float()), rtol=2e-3, atol=0)
     assert cis.squared_distance(v_q, v_s).item() == pytest.approx(63 * 200.0 ** 2 + 199.0 ** 2)
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(48, 300, 3, padding=1), torch.nn.ReLU())
+
+    def forward(self, x):
+        return self.body(x).mean(dim=(-2, -1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_a_half_precision_model_is_explained_as_in_float32(dtype, metric):
+    """The whole explainer on a model converted to half precision, whose squared distance (about 1e5) is beyond
+    float16's range: finite maps and distance, equal to half precision to the float32 model's on the same weights."""
+    from sfam_lite import SFAM
+    torch.manual_seed(0)
+    net = SmallCNN().eval()
+    with torch.no_grad():
+        net.body[2].weight.mul_(800)                     # large activations: D well beyond 65504
+    g = torch.Generator().manual_seed(3)
+    q, s = torch.rand(2, 3, 8, 8, generator=g), 0.1 * torch.rand(2, 1, 3, 8, 8, generator=g)   # bright vs dark
+    half = SmallCNN().eval()
+    half.load_state_dict(net.state_dict())
+    half = half.to(dtype)
+    with SFAM(net, net.body[3], metric=metric) as explain:
+        want = explain(q, s)
+    with SFAM(half, half.body[3], metric=metric) as explain:
+        got = explain(q.to(dtype), s.to(dtype))
+    if metric == "euclidean":
+        assert want.squared_distance.min() > 65504
+    assert torch.isfinite(got.squared_distance).all() and torch.isfinite(got.query_maps.float()).all()
+    # the half model's own features differ from the float32 model's by its rounding: compare relative to scale
+    scale = want.query_maps.abs().amax(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(got.query_maps.float() / scale, want.query_maps / scale, rtol=0, atol=5e-2)
+    torch.testing.assert_close(got.squared_distance.float(), want.squared_distance, rtol=5e-2, atol=0)
