@@ -1,4 +1,4 @@
-"""Sanity checks and faithfulness for similarity explanations (issue 9).
+"""Sanity checks and faithfulness for similarity explanations (the paper's §4.4, and what it leaves out).
 
 * **Model-parameter randomisation** (Adebayo et al., *Sanity checks for saliency maps*, NeurIPS 2018; the SFAM
   paper's §4.4 and Figure 5, which randomises FRN's ResNet-12 "up to conv 12, 9, 7, 4, 1"):
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._checks import as_float_tensor, check_choice, check_finite, check_int
+from .maps import minmax_normalize
 
 MODES = ("cascading", "independent")
 #: The steps of the paper's Figure 5 (§4.4): FRN randomised from conv 12 down to these convolutions.
@@ -197,12 +198,6 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    """``(x - min) / (max - min)``; a constant map becomes all zeros (nothing in it stands out)."""
-    span = np.ptp(x)
-    return np.zeros_like(x) if span == 0 else (x - x.min()) / span
-
-
 def map_similarity(original, randomized, ssim: bool = True) -> MapSimilarity:
     """How much ``randomized`` maps ``(B, H, W)`` still resemble the ``original`` ones, map by map, as in Adebayo
     et al. 2018 (the SFAM paper's §4.4 shows the pictures only): Spearman rank correlation of the pixels
@@ -211,8 +206,9 @@ def map_similarity(original, randomized, ssim: bool = True) -> MapSimilarity:
     to [0, 1], ``data_range=1``).
 
     Constant maps: Spearman is undefined and reported as NaN (and flagged in ``constant``); for SSIM a constant map
-    normalises to all zeros, so two constant maps have SSIM 1. SSIM needs scikit-image (:data:`SSIM_REQUIREMENT`),
-    not a dependency of this package: with ``ssim=True`` and scikit-image missing this raises ImportError;
+    normalises to all ones (:func:`sfam_lite.maps.minmax_normalize`, the package's one rule), so two constant maps
+    have SSIM 1. SSIM needs scikit-image (:data:`SSIM_REQUIREMENT`; in the book's and the tests' requirements, not
+    the package's): with ``ssim=True`` and scikit-image missing this raises ImportError;
     ``ssim=False`` skips it (``ssim`` field None). Maps must be finite, the same shape, and (for SSIM) at least
     7 pixels on each side."""
     original = as_float_tensor(original, "original")
@@ -241,7 +237,7 @@ def map_similarity(original, randomized, ssim: bool = True) -> MapSimilarity:
         rho[i] = _spearman(x, y)
         rho_abs[i] = _spearman(np.abs(x), np.abs(y))
         if structural_similarity is not None:
-            s[i] = structural_similarity(_minmax(a[i]), _minmax(b[i]), data_range=1.0)
+            s[i] = structural_similarity(minmax_normalize(a[i]), minmax_normalize(b[i]), data_range=1.0)
     return MapSimilarity(rho, rho_abs, s if ssim else None, constant)
 
 
