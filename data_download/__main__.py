@@ -1,7 +1,8 @@
 """``python -m data_download {cub200,frn-weights,synthetic} --root DIR``: get the book's data.
 
 Exit status: 0 when the data are ready (also when they already were), 1 with a one-paragraph message
-on stderr when something failed (nothing that looks complete is left behind), 2 for bad arguments.
+on stderr when something failed or a value is out of range, e.g. a negative seed (nothing that looks complete
+is left behind), 2 for arguments that cannot be read at all (an unknown option, a seed that is not a number).
 """
 from __future__ import annotations
 
