@@ -6,6 +6,8 @@
 * :class:`RAM`, :class:`CGRAM`, :class:`GradFAM`, :class:`Decomposition` — the paper's baselines
   (:mod:`sfam_lite.baselines`); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
   image-independent reference maps (:mod:`sfam_lite.references`).
+* :mod:`sfam_lite.localization` and :mod:`sfam_lite.evaluate` — the localisation protocol and the paper's
+  Tables 1-2 (§4.3); :mod:`sfam_lite.sanity` — randomisation checks (§4.4) and deletion/insertion curves.
 """
 from . import cis
 from .explainer import SFAM, Explanation, PairContext, PairExplainer
