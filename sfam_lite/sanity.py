@@ -10,7 +10,7 @@
 * **Deletion and insertion** (Petsiuk et al., *RISE*, BMVC 2018): :func:`deletion_insertion` removes (or
   reveals) the query's pixels in order of decreasing map value and records the model's own similarity to the
   support after each step; :func:`frn_similarity` and :func:`cosine_similarity_of` are those similarities for
-  FRN and GPW.
+  FRN and GPW, each a :class:`PairSimilarity` that encodes a support once however often its query is perturbed.
 """
 from __future__ import annotations
 
@@ -271,15 +271,38 @@ def removal_order(maps: torch.Tensor) -> torch.Tensor:
     return torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
 
 
-def deletion_insertion(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], query_images, support_images,
-                       maps, steps: int = 20, mode: str = "deletion", baseline="blur", batch_size: int = 64,
-                       kernel_size: int = 11, sigma: float = 5.0) -> DeletionCurves:
+class PairSimilarity:
+    """A query–support similarity split in two, so that a support is encoded once however often its query is
+    perturbed: ``encode(support_images) -> encoded`` (one row per pair) and ``score(query_images, encoded) -> (n,)``.
+    Calling it, ``sim(query_images, support_images)``, does both. :func:`frn_similarity` and
+    :func:`cosine_similarity_of` return one; :func:`deletion_insertion` encodes the supports once with it."""
+
+    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor],
+                 score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.encode, self.score = encode, score
+
+    def __call__(self, query_images: torch.Tensor, support_images: torch.Tensor) -> torch.Tensor:
+        return self.score(query_images, self.encode(support_images))
+
+
+def _check_scores(out, n: int) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != (n,):
+        raise ValueError(f"score_fn must return one score per pair, shape ({n},), got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}.")
+    return out
+
+
+def deletion_insertion(score_fn, query_images, support_images, maps, steps: int = 20, mode: str = "deletion",
+                       baseline="blur", batch_size: int = 64, kernel_size: int = 11,
+                       sigma: float = 5.0) -> DeletionCurves:
     """Deletion and insertion curves (Petsiuk et al. 2018, RISE) with the model's own similarity as the score.
 
-    ``score_fn(query_batch, support_batch) -> (n,)`` is the similarity of each query to its support (e.g.
-    :func:`frn_similarity` or :func:`cosine_similarity_of`); ``query_images`` ``(B, C, H, W)``; ``support_images``
-    ``(B, ...)``, row ``i`` being pair ``i``'s support as ``score_fn`` takes it (``(B, C, H, W)`` or
-    ``(B, K, C, H, W)``); ``maps`` ``(B, H, W)``, the query maps at image resolution.
+    ``score_fn`` is the similarity of each query to its support: a :class:`PairSimilarity` (e.g.
+    :func:`frn_similarity` or :func:`cosine_similarity_of`), whose supports are then encoded once, ``batch_size``
+    at a time, and never again; or any callable ``score_fn(query_batch, support_batch) -> (n,)``, which sees the
+    supports again with every chunk. ``query_images`` ``(B, C, H, W)``; ``support_images`` ``(B, ...)``, row ``i``
+    being pair ``i``'s support as ``score_fn`` takes it (``(B, C, H, W)`` or ``(B, K, C, H, W)``); ``maps``
+    ``(B, H, W)``, the query maps at image resolution.
 
     The pixels are taken in order of decreasing map value (:func:`removal_order`), in ``steps`` equal steps: after
     step ``t`` the first ``floor(t·H·W / steps)`` of them are replaced (all channels) by the baseline (deletion:
@@ -287,9 +310,9 @@ def deletion_insertion(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     (insertion: starts at the baseline, ends at the unmodified score). ``baseline``: ``"blur"`` (:func:`blurred`
     with ``kernel_size`` and ``sigma``), ``"zero"``, or a tensor shaped like ``query_images``.
 
-    Batched: the ``B·(steps + 1)`` perturbed queries are scored ``batch_size`` at a time, one ``score_fn`` call per
-    chunk (never per pair), under ``torch.no_grad()``. A model with BatchNorm must be in eval mode for chunks not to
-    change the scores (the helpers here see to it)."""
+    Batched over steps and pairs: the ``B·(steps + 1)`` perturbed queries are built and scored ``batch_size`` at a
+    time, one model call per chunk (never per pair or per step), under ``torch.no_grad()``. A model with BatchNorm
+    must be in eval mode for chunks not to change the scores (the helpers here see to it)."""
     check_choice(mode, "mode", ("deletion", "insertion"))
     steps = check_int(steps, "steps", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -326,55 +349,64 @@ def deletion_insertion(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Te
     pair = torch.arange(b, device=device).repeat_interleave(steps + 1)
     step = torch.arange(steps + 1, device=device).repeat(b)
     scores = torch.empty(b * (steps + 1), dtype=torch.float64)
+    split = isinstance(score_fn, PairSimilarity)
     with torch.no_grad():
+        if split:                                                        # each support once, batch_size at a time
+            encoded = torch.cat([score_fn.encode(support_images[i:i + batch_size]) for i in range(0, b, batch_size)])
         for start in range(0, len(pair), batch_size):
             p, t = pair[start:start + batch_size], step[start:start + batch_size]
             chosen = (rank[p] < counts[t][:, None]).view(-1, 1, h, w)     # the pixels taken so far
             images = torch.where(chosen, first[p], second[p])
-            out = score_fn(images, support_images[p.to(support_images.device)])
-            if not isinstance(out, torch.Tensor) or out.shape != (len(p),):
-                raise ValueError(f"score_fn must return one score per pair, shape ({len(p)},), got "
-                                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}.")
-            scores[start:start + len(p)] = out.detach().double().cpu()
+            out = (score_fn.score(images, encoded[p.to(encoded.device)]) if split
+                   else score_fn(images, support_images[p.to(support_images.device)]))
+            scores[start:start + len(p)] = _check_scores(out, len(p)).detach().double().cpu()
     scores = scores.view(b, steps + 1)
     fractions = counts.double().cpu() / n_pixels
     auc = torch.trapezoid(scores, fractions, dim=1)
     return DeletionCurves(scores, fractions, auc, mode)
 
 
-def frn_similarity(frn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def frn_similarity(frn) -> PairSimilarity:
     """FRN's similarity of a query to its support: minus the reconstruction distance of the query's positions from
-    the support's, averaged over the query's positions (FRN's logit before its ``scale``; each pair is its own
-    1-way episode). The function takes queries ``(n, C, H, W)`` and supports ``(n, C, H, W)`` or
-    ``(n, K, C, H, W)`` and runs the model in eval mode."""
+    the support's (FRN's logit before its ``scale``; each pair is its own 1-way episode), averaged over the query's
+    positions. ``encode`` takes supports ``(n, C, H, W)`` or ``(n, K, C, H, W)`` to their positions
+    ``(n, K·r, d)``; ``score`` takes queries ``(n, C, H, W)``. Both run the model in eval mode."""
     from .explainer import eval_mode
     from .models.frn import reconstruction_distance
 
-    def score(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    def encode(support: torch.Tensor) -> torch.Tensor:
         if support.ndim == 4:
             support = support[:, None]
         n, k = support.shape[:2]
         with eval_mode(frn):
-            q = frn.positions(query)                                          # (n, r, d)
             s = frn.positions(support.flatten(0, 1))                          # (n·K, r, d)
-        s = s.reshape(n, 1, k * s.shape[1], s.shape[2])                       # (n, way=1, K·r, d)
-        return -reconstruction_distance(q, s, frn.r[0], frn.r[1])[..., 0].mean(-1)
-    return score
+        return s.reshape(n, k * s.shape[1], s.shape[2])                       # (n, K·r, d)
+
+    def score(query: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        with eval_mode(frn):
+            q = frn.positions(query)                                          # (n, r, d)
+        return -reconstruction_distance(q, encoded[:, None], frn.r[0], frn.r[1])[..., 0].mean(-1)
+    return PairSimilarity(encode, score)
 
 
-def cosine_similarity_of(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def cosine_similarity_of(model: nn.Module) -> PairSimilarity:
     """A retrieval model's similarity (GPW): the cosine of the query's embedding with its support's (with K support
-    images, with the mean of their L2-normalised embeddings, as :func:`sfam_lite.baselines.cosine_target`). Takes
-    queries ``(n, C, H, W)`` and supports ``(n, C, H, W)`` or ``(n, K, C, H, W)``; runs the model in eval mode."""
+    images, with the mean of their L2-normalised embeddings, as :func:`sfam_lite.baselines.cosine_target`).
+    ``encode`` takes supports ``(n, C, H, W)`` or ``(n, K, C, H, W)`` to their embeddings ``(n, K, D)``; ``score``
+    takes queries ``(n, C, H, W)``. Both run the model in eval mode."""
     from .baselines import cosine_target
     from .explainer import eval_mode
 
-    def score(query: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    def encode(support: torch.Tensor) -> torch.Tensor:
         if support.ndim == 4:
             support = support[:, None]
         n, k = support.shape[:2]
         with eval_mode(model):
-            e_q = model(query)
             e_s = model(support.flatten(0, 1))
-        return cosine_target(e_q, e_s.reshape(n, k, *e_s.shape[1:]))
-    return score
+        return e_s.reshape(n, k, *e_s.shape[1:])
+
+    def score(query: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        with eval_mode(model):
+            e_q = model(query)
+        return cosine_target(e_q, encoded)
+    return PairSimilarity(encode, score)

@@ -14,8 +14,9 @@ import torchvision
 from torch import nn
 
 from sfam_lite.models import FRN, GPWEmbedding
-from sfam_lite.sanity import (FIGURE5_STEPS, blurred, cosine_similarity_of, deletion_insertion, frn_conv_layers,
-                              frn_similarity, layer_seed, map_similarity, randomized_copies, torchvision_stages)
+from sfam_lite.sanity import (FIGURE5_STEPS, PairSimilarity, blurred, cosine_similarity_of, deletion_insertion,
+                              frn_conv_layers, frn_similarity, layer_seed, map_similarity, randomized_copies,
+                              torchvision_stages)
 
 
 def tiny_frn() -> FRN:
@@ -293,7 +294,24 @@ def tiny_setup(b=3, size=12, seed=0):
     return model, query, support, maps
 
 
-def plain_curve(score_fn, query, support, saliency, steps, mode, substrate):
+def plain_cosine(model):
+    """The cosine of one query's and one support's embedding, the model put in eval mode by hand."""
+    def similarity(query, support):
+        model.eval()
+        with torch.no_grad():
+            return float(F.cosine_similarity(model(query[None]), model(support[None]), dim=-1)[0])
+    return similarity
+
+
+def plain_frn(frn):
+    """FRN's logit of a 1-way 1-shot episode over its scale: minus the reconstruction distance."""
+    def similarity(query, support):
+        with torch.no_grad():
+            return float(frn.logits(support[None, None], query[None])[0, 0] / frn.scale)
+    return similarity
+
+
+def plain_curve(similarity, query, support, saliency, steps, mode, substrate):
     """One pair at a time, one step at a time: the pixels sorted by decreasing value (ties in row-major order)."""
     c, h, w = query.shape
     order = np.argsort(-saliency.numpy().ravel(), kind="stable")
@@ -304,25 +322,68 @@ def plain_curve(score_fn, query, support, saliency, steps, mode, substrate):
         mask[order[:k]] = True
         mask = torch.from_numpy(mask).view(1, h, w)
         image = torch.where(mask, substrate, query) if mode == "deletion" else torch.where(mask, query, substrate)
-        with torch.no_grad():
-            scores.append(float(score_fn(image[None], support[None])[0]))
+        scores.append(similarity(image, support))
     return np.array(scores)
 
 
 @pytest.mark.parametrize("mode", ["deletion", "insertion"])
 def test_curves_match_a_plain_per_pair_per_step_loop(mode):
     model, query, support, maps = tiny_setup()
-    score = cosine_similarity_of(model)
-    result = deletion_insertion(score, query, support, maps, steps=7, mode=mode, batch_size=5)
+    result = deletion_insertion(cosine_similarity_of(model), query, support, maps, steps=7, mode=mode, batch_size=5)
     assert result.scores.shape == (3, 8) and result.fractions.shape == (8,)
     assert result.fractions[0] == 0 and result.fractions[-1] == 1
+    assert model.training                                     # the helper gave the model its mode back
     base = blurred(query)
     for i in range(3):
-        expected = plain_curve(score, query[i], support[i], maps[i], 7, mode, base[i])
+        expected = plain_curve(plain_cosine(model), query[i], support[i], maps[i], 7, mode, base[i])
         np.testing.assert_allclose(result.scores[i].numpy(), expected, rtol=0, atol=1e-12)
         fractions = np.array([(t * 144) // 7 for t in range(8)]) / 144
         assert float(result.auc[i]) == pytest.approx(float(np.trapezoid(expected, fractions)), abs=1e-12)
-    assert model.training                                     # the helper gave the model its mode back
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_frn_curves_match_a_plain_loop_over_its_episodes(mode):
+    frn = tiny_frn()
+    with torch.no_grad():
+        frn.r.copy_(torch.tensor([0.3, -0.2]))
+    g = torch.Generator().manual_seed(4)
+    query = torch.rand(3, 3, 20, 20, generator=g, dtype=torch.float64)
+    support = torch.rand(3, 3, 20, 20, generator=g, dtype=torch.float64)
+    maps = torch.rand(3, 20, 20, generator=g, dtype=torch.float64)
+    result = deletion_insertion(frn_similarity(frn), query, support, maps, steps=5, mode=mode, batch_size=4)
+    base = blurred(query)
+    for i in range(3):
+        expected = plain_curve(plain_frn(frn), query[i], support[i], maps[i], 5, mode, base[i])
+        np.testing.assert_allclose(result.scores[i].numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_supports_are_encoded_once_and_queries_once_per_pair_and_step():
+    model, query, support, maps = tiny_setup(b=5)
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        result = deletion_insertion(cosine_similarity_of(model), query, support, maps, steps=9, batch_size=16)
+    finally:
+        handle.remove()
+    # one call for the 5 supports, then the 5 × 10 perturbed queries 16 at a time: never a support again
+    assert [len(x) for x in seen] == [5, 16, 16, 16, 2]
+    torch.testing.assert_close(seen[0], support, rtol=0, atol=0)
+    assert not any(torch.equal(q, s) for x in seen[1:] for q in x for s in support)
+    # a plain callable (no encode) sees the supports with every chunk, and gives the same curves
+    plain = deletion_insertion(lambda q, s: cosine_similarity_of(model)(q, s), query, support, maps, steps=9,
+                               batch_size=16)
+    torch.testing.assert_close(plain.scores, result.scores, rtol=0, atol=1e-12)
+
+
+def test_a_pair_similarity_is_encode_then_score():
+    model, query, support, _ = tiny_setup()
+    sim = cosine_similarity_of(model)
+    assert isinstance(sim, PairSimilarity)
+    encoded = sim.encode(support)
+    assert encoded.shape == (3, 1, 8)
+    torch.testing.assert_close(sim.score(query, encoded), sim(query, support), rtol=0, atol=0)
+    custom = PairSimilarity(lambda s: s.flatten(1).mean(1), lambda q, e: q.flatten(1).mean(1) - e)
+    torch.testing.assert_close(custom(query, support), query.flatten(1).mean(1) - support.flatten(1).mean(1))
 
 
 def test_endpoints_are_the_unmodified_and_the_fully_blurred_scores_and_insertion_mirrors_deletion():
