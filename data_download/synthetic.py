@@ -71,9 +71,12 @@ PLACE_P = 0.7
 TILT = (-0.9, 0.5)
 
 
-def _pose(spec: dict, rng: np.random.Generator, size: int):
+def _pose(spec: dict, rng: np.random.Generator, size: int, placement: float | None = None):
     """Random pose: returns the transformed polygons (final pixel units) and the tight box ``x y w h``
-    of their vertices (the box of what is drawn, as every part is a polygon)."""
+    of their vertices (the box of what is drawn, as every part is a polygon). The position along each axis
+    is ``Beta(placement, placement)`` over the free range (default :data:`PLACE_P`); it is the last draw,
+    so the size, tilt and side do not depend on ``placement``."""
+    placement = PLACE_P if placement is None else placement
     parts = bird_parts(spec)
     stretch = rng.uniform(0.9, 1.1)
     theta = rng.uniform(*TILT)
@@ -90,7 +93,7 @@ def _pose(spec: dict, rng: np.random.Generator, size: int):
     scale = size * math.sqrt(share / (extent[0] * extent[1]))
     scale = min(scale, 0.98 * size / extent.max())
     w, h = extent * scale
-    x, y = (size - w) * rng.beta(PLACE_P, PLACE_P), (size - h) * rng.beta(PLACE_P, PLACE_P)
+    x, y = (size - w) * rng.beta(placement, placement), (size - h) * rng.beta(placement, placement)
     polys = [(p - lo) * scale + (x, y) for p in local]
     x0, y0 = math.floor(x * 10) / 10, math.floor(y * 10) / 10           # rounded outwards to 0.1 px,
     x1, y1 = math.ceil((x + w) * 10) / 10, math.ceil((y + h) * 10) / 10  # as bounding_boxes.txt stores it
@@ -136,11 +139,21 @@ def render_image(image_id: int, params: Params = Params(), specs: list[dict] | N
     return render(spec, params.size, *image_rngs(params.seed, image_id))
 
 
-def boxes(params: Params = Params()) -> np.ndarray:
-    """All ground-truth boxes of a benchmark, ``(n, 4)`` in image-id order, without drawing any image."""
+def boxes(params: Params = Params(), placement: float | None = None) -> np.ndarray:
+    """All ground-truth boxes of a benchmark, ``(n, 4)`` in image-id order, without drawing any image.
+
+    ``placement`` (default: :data:`PLACE_P`, the benchmark's) replaces the Beta parameter of the position
+    along each axis, ``1.0`` being uniform placement: the same birds (same size, tilt and side, from the same
+    random streams) placed by another rule, for measuring what the placement rule does to a centre prior.
+    Only the default gives the boxes that :func:`generate` writes.
+    """
+    if placement is not None and (isinstance(placement, bool) or not isinstance(placement, (int, float, np.number))
+                                  or not math.isfinite(placement) or placement <= 0):
+        raise DataError(f"Invalid placement {placement!r}: give the Beta distribution's parameter, a positive "
+                        f"finite number (1.0 is uniform placement; None is the benchmark's {PLACE_P}).")
     specs = class_specs(params.num_classes, params.seed)
     n = params.num_classes * params.images_per_class
-    return np.stack([_pose(specs[class_index(i, params)], image_rngs(params.seed, i)[0], params.size)[1]
+    return np.stack([_pose(specs[class_index(i, params)], image_rngs(params.seed, i)[0], params.size, placement)[1]
                      for i in range(1, n + 1)])
 
 
