@@ -1,0 +1,421 @@
+"""The built book as a reader meets it: every page of the table of contents opened in headless Chromium.
+
+Run after the book is built (scripts/test.sh's last stage; not part of the unit tests, which run before the
+build): ``python -m pytest browser_tests -q``. The book is read from ``_build/html`` (or ``$SFAM_BOOK_HTML``),
+served by a local ``http.server``; the browser is Debian's Chromium (``/usr/bin/chromium``, or
+``$SFAM_CHROMIUM``) driven by Playwright, so nothing is downloaded.
+
+On every page: the page loads, no JavaScript error (console error or uncaught exception), no request leaves
+localhost (and every local request succeeds); every image of the content is present, decoded and not blank;
+math is typeset by the book's own MathJax (no raw TeX delimiters left, no TeX error, no automatic Sphinx
+equation number: equations carry the paper's numbers or none); no line of code or output runs past the right
+edge unseen (it fits, wraps, or scrolls with a visible scroll bar). Every static slider (``.sfam-slider``)
+changes its image and its read-out when moved. Screenshots go to ``_build/screenshots/``.
+
+The checks are shown able to fail on small broken pages written in the test itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML = Path(os.environ.get("SFAM_BOOK_HTML", ROOT / "_build" / "html")).resolve()
+SHOTS = HTML.parent / "screenshots"
+CHROMIUM = os.environ.get("SFAM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 900}
+TIMEOUT_MS = 30_000
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def toc_pages() -> list[str]:
+    """Every file of ``_toc.yml``, root first, in the order of the book."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return list(dict.fromkeys(files))
+
+
+# --------------------------------------------------------------------------------------------- infrastructure
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    """Serve ``directory`` on a free localhost port from a thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (scripts/setup_env.sh does it with apt-get) "
+                    "or set SFAM_CHROMIUM to a Chromium binary", pytrace=False)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_ARGS, viewport=VIEWPORT, device_scale_factor=1, service_workers="block",
+            ignore_default_args=["--hide-scrollbars"])   # draw scroll bars as a reader's browser does
+        b.set_default_timeout(TIMEOUT_MS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def book_url():
+    if not (HTML / "index.html").exists():
+        pytest.fail(f"no built book at {HTML}: build it first (scripts/test.sh's book stage, or "
+                    "`jupyter-book build .`), or set SFAM_BOOK_HTML", pytrace=False)
+    with serve(HTML) as url:
+        yield url
+
+
+class Visit:
+    """One page opened in the browser, with what the page did while loading."""
+
+    def __init__(self, context, url: str):
+        self.page = context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"uncaught JavaScript error: {e}"))
+        self.page.on("requestfailed", self._failed)
+        self.page.on("response", self._response)
+        self.page.route("**/*", self._route)
+        response = self.page.goto(url, wait_until="load")
+        if response is None or response.status != 200:
+            self.problems.append(f"page did not load: HTTP {None if response is None else response.status}")
+        # MathJax typesets after load; its startup promise resolves when the first typesetting is done.
+        self.page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) || null")
+
+    def _route(self, route):
+        host = urlparse(route.request.url).hostname
+        if route.request.url.startswith(("data:", "blob:", "about:")) or host in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            self.problems.append(f"request to a non-local host: {route.request.url}")
+            route.abort()
+
+    def _failed(self, request):
+        if urlparse(request.url).hostname in LOCAL_HOSTS:
+            self.problems.append(f"local request failed: {request.url} ({request.failure})")
+
+    def _response(self, response):
+        if response.status >= 400:
+            self.problems.append(f"HTTP {response.status} for {response.url}")
+
+    def close(self):
+        self.page.close()
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+# The content of a page: Jupyter Book's article (the fixtures below use a bare <article>).
+CONTENT = "article.bd-article, article"
+
+IMAGES_JS = """async (sel) => {
+  const root = document.querySelector(sel) || document.body;
+  const imgs = [...root.querySelectorAll('img')];
+  const out = [];
+  for (const img of imgs) {
+    img.loading = 'eager';
+    try { await img.decode(); } catch (e) {}
+    const r = {src: img.getAttribute('src'), complete: img.complete, w: img.naturalWidth, h: img.naturalHeight, variance: null};
+    if (img.complete && img.naturalWidth > 0) {
+      const c = document.createElement('canvas');
+      const scale = Math.min(1, 512 / Math.max(img.naturalWidth, img.naturalHeight));
+      c.width = Math.max(1, Math.round(img.naturalWidth * scale)); c.height = Math.max(1, Math.round(img.naturalHeight * scale));
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0, c.width, c.height);
+      const d = g.getImageData(0, 0, c.width, c.height).data;
+      // variance of every RGBA channel over the pixels: 0 only for a single-colour (blank) image
+      let n = d.length / 4, v = 0;
+      for (let k = 0; k < 4; k++) {
+        let s = 0, s2 = 0;
+        for (let i = k; i < d.length; i += 4) { s += d[i]; s2 += d[i] * d[i]; }
+        v += s2 / n - (s / n) * (s / n);
+      }
+      r.variance = v;
+    }
+    out.push(r);
+  }
+  return out;
+}"""
+
+MATH_JS = """(sel) => {
+  const root = document.querySelector(sel) || document.body;
+  const math = [...root.querySelectorAll('.math')];
+  const untypeset = math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 80));
+  const errors = [...root.querySelectorAll('mjx-merror, [data-mjx-error]')].map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 80));
+  const raw = [];
+  const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+    n.parentElement.closest('pre, code, script, style, mjx-container, .highlight, textarea')
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const t = n.textContent;
+    for (const d of ['$$', '\\\\(', '\\\\[', '\\\\begin{']) {
+      const i = t.indexOf(d);
+      if (i >= 0) raw.push(t.slice(Math.max(0, i - 30), i + 50).replace(/\\s+/g, ' '));
+    }
+  }
+  return {count: math.length, typeset: root.querySelectorAll('mjx-container').length, untypeset, errors, raw,
+          eqno: [...root.querySelectorAll('span.eqno')].map(e => e.textContent.trim())};
+}"""
+
+OVERFLOW_JS = """(sel) => {
+  const root = document.querySelector(sel) || document.body;
+  const bad = [];
+  for (const e of root.querySelectorAll('pre')) {
+    if (e.offsetParent === null) continue;                      // hidden (e.g. a collapsed cell)
+    if (e.scrollWidth <= e.clientWidth + 1) continue;           // fits, or wraps
+    const s = getComputedStyle(e);
+    const scrolls = s.overflowX === 'auto' || s.overflowX === 'scroll';
+    const bar = e.offsetHeight - e.clientHeight - parseFloat(s.borderTopWidth) - parseFloat(s.borderBottomWidth);
+    if (!(scrolls && bar >= 4))
+      bad.push(`${e.scrollWidth - e.clientWidth}px cut off (overflow-x ${s.overflowX}, scroll bar ${bar}px): ` +
+               e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 70));
+  }
+  return bad;
+}"""
+
+
+def page_problems(visit: Visit) -> list[str]:
+    """Everything wrong with one loaded page (empty when the page is as a reader should see it)."""
+    page, problems = visit.page, list(visit.problems)
+    for img in page.evaluate(IMAGES_JS, CONTENT):
+        if not img["complete"] or img["w"] == 0:
+            problems.append(f"image not decoded: {img['src']}")
+        elif not img["variance"]:
+            problems.append(f"image is blank (one colour): {img['src']}")
+    math = page.evaluate(MATH_JS, CONTENT)
+    problems += [f"math not typeset: {m}" for m in math["untypeset"]]
+    problems += [f"TeX error: {m}" for m in math["errors"]]
+    problems += [f"raw TeX left in the text: {m!r}" for m in math["raw"]]
+    problems += [f"automatic equation number {n} (label with the paper's number, \\tag{{n}}, or none)"
+                 for n in math["eqno"]]
+    problems += [f"code line {m}" for m in page.evaluate(OVERFLOW_JS, CONTENT)]
+    return problems
+
+
+def slider_problems(page, root, shot_path: Path | None = None) -> list[str]:
+    """Move one ``.sfam-slider`` and report what did not change (image source, read-out, the picture)."""
+    rng, img, readout = (root.query_selector(s) for s in ('input[type="range"]', "img", ".sfam-slider-readout"))
+    missing = [n for n, e in [("input[type=range]", rng), ("img", img), (".sfam-slider-readout", readout)] if e is None]
+    if missing:
+        return [f"slider lacks {', '.join(missing)}"]
+    root.scroll_into_view_if_needed()
+    before = {"src": img.get_attribute("src"), "text": readout.inner_text(), "shot": root.screenshot(),
+              "picture": img.screenshot()}
+    target = rng.evaluate("""r => {
+      const lo = parseFloat(r.min || 0), hi = parseFloat(r.max || 100), v = parseFloat(r.value);
+      const step = r.step && r.step !== 'any' ? parseFloat(r.step) : (hi - lo) / 100;
+      const to = (v - lo) > (hi - lo) / 2 ? lo : Math.min(hi, v + Math.max(step, Math.round((hi - lo) / 2 / step) * step));
+      r.value = String(to);
+      r.dispatchEvent(new Event('input', {bubbles: true}));
+      r.dispatchEvent(new Event('change', {bubbles: true}));
+      return r.value;
+    }""")
+    img.evaluate("i => i.decode().catch(() => null)")
+    after = {"src": img.get_attribute("src"), "text": readout.inner_text(), "shot": root.screenshot(),
+             "picture": img.screenshot()}
+    if shot_path is not None:
+        shot_path.with_name(shot_path.stem + "-before.png").write_bytes(before["shot"])
+        shot_path.with_name(shot_path.stem + "-after.png").write_bytes(after["shot"])
+    problems = []
+    if after["src"] == before["src"]:
+        problems.append(f"moving the slider to {target} did not change the image source")
+    if after["text"] == before["text"]:
+        problems.append(f"moving the slider to {target} did not change the read-out ({before['text']!r})")
+    if after["picture"] == before["picture"]:
+        problems.append(f"moving the slider to {target} did not change the picture (identical screenshots of its image)")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ the book's pages
+
+PAGES = toc_pages()
+SCREENSHOT_PAGES = {PAGES[0], "notebooks/02_cosine_proof", "notebooks/07_localisation"}
+
+
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_as_a_reader_sees_it(browser, book_url, doc):
+    html = HTML / f"{doc}.html"
+    assert html.exists(), f"{doc} is in _toc.yml but {html} was not built"
+    visit = Visit(browser, f"{book_url}/{doc}.html")
+    try:
+        problems = page_problems(visit)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shot = SHOTS / (doc.replace("/", "_") + ".png")
+        visit.page.screenshot(path=str(shot), full_page=doc in SCREENSHOT_PAGES)
+        if "$" in html.read_text() or "\\(" in html.read_text():
+            # a page whose source has math must have had it typeset (MathJax loaded from _static)
+            n = visit.page.evaluate("() => document.querySelectorAll('mjx-container').length")
+            if visit.page.evaluate("() => document.querySelectorAll('.math').length") and not n:
+                problems.append("the page has math but MathJax typeset none of it")
+    finally:
+        visit.close()
+    assert not problems, f"{doc}:\n  " + "\n  ".join(problems)
+
+
+def test_math_loads_from_the_book_not_a_cdn():
+    pages = [HTML / f"{doc}.html" for doc in PAGES]
+    scripts = {line.strip() for p in pages if p.exists() for line in p.read_text().splitlines() if "mathjax" in line.lower()
+               and "<script" in line and "src=" in line}
+    assert scripts, "no MathJax script in the built pages"
+    assert all("_static/mathjax/" in s and "://" not in s for s in scripts), scripts
+    assert (HTML / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+def test_paper_equation_numbers_are_rendered(browser, book_url):
+    """Chapters 1 and 2 show the paper's Eqs. 1-5 with the paper's numbers (MathJax's \\tag), and no others."""
+    ids = {}
+    for doc in ["notebooks/01_cis_derivation", "notebooks/02_cosine_proof"]:
+        visit = Visit(browser, f"{book_url}/{doc}.html")
+        try:
+            ids[doc] = visit.page.evaluate("() => [...document.querySelectorAll('mjx-container [id^=\\'mjx-eqn\\']')]"
+                                           ".map(e => e.id)")
+            shown = visit.page.evaluate("() => [...document.querySelectorAll('mjx-container[display=\\'true\\']')]"
+                                        ".map(c => c.textContent).join(' ')")
+        finally:
+            visit.close()
+        assert all(f"({i.split(':')[1]})" in shown for i in ids[doc]), (doc, ids[doc])
+    assert ids == {"notebooks/01_cis_derivation": ["mjx-eqn:1", "mjx-eqn:2", "mjx-eqn:4", "mjx-eqn:3"],
+                   "notebooks/02_cosine_proof": ["mjx-eqn:5"]}, ids
+
+
+def test_sliders_move(browser, book_url):
+    found = 0
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for doc in PAGES:
+        if "sfam-slider" not in (HTML / f"{doc}.html").read_text():
+            continue
+        visit = Visit(browser, f"{book_url}/{doc}.html")
+        try:
+            for i, root in enumerate(visit.page.query_selector_all(".sfam-slider")):
+                found += 1
+                problems += [f"{doc} slider {i}: {p}" for p in
+                             slider_problems(visit.page, root, SHOTS / f"slider-{doc.replace('/', '_')}-{i}.png")]
+            problems += [f"{doc}: {p}" for p in visit.problems]
+        finally:
+            visit.close()
+    if not found:
+        pytest.skip("no page of the book has a static slider (.sfam-slider) yet")
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- the checks fail on pages that are broken
+
+def _png(width: int, height: int, pixel) -> bytes:
+    """A PNG written by hand (RGB, 8 bit), ``pixel(x, y) -> (r, g, b)``."""
+    raw = b"".join(b"\x00" + bytes(c for x in range(width) for c in pixel(x, y)) for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+GOOD_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
+<p>A figure:</p><img src="ramp.png">
+<pre>short = "line"</pre>
+<pre style="white-space: pre-wrap; overflow-wrap: anywhere; width: 300px">{long}</pre>
+<pre style="overflow-x: scroll; width: 300px">{long}</pre>
+</article></body></html>"""
+
+BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
+<script>console.error("a console error"); undefinedFunction();</script>
+<img src="white.png"><img src="missing.png"><img src="http://example.invalid/remote.png">
+<p>Raw: $$ x^2 $$ and <span class="math">\\(y\\)</span></p>
+<pre style="overflow: hidden; width: 300px">{long}</pre>
+<span class="eqno">(6)</span>
+</article></body></html>"""
+
+SLIDER = """<div class="sfam-slider" style="width: 220px"><input type="range" min="0" max="2" step="1" value="0">
+<img src="{first}" width="64" height="64"><span class="sfam-slider-readout">threshold 0</span></div>"""
+
+SLIDER_SCRIPT = """<script>for (const s of document.querySelectorAll('.sfam-slider')) {
+  const r = s.querySelector('input'), i = s.querySelector('img'), o = s.querySelector('.sfam-slider-readout');
+  r.addEventListener('input', () => { i.src = ['ramp.png', 'white.png', 'ramp2.png'][r.value]; o.textContent = 'threshold ' + r.value; });
+}</script>"""
+
+
+@pytest.fixture(scope="module")
+def fixture_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("site")
+    long = "x = " + "+".join(["value"] * 80)
+    (site / "ramp.png").write_bytes(_png(64, 64, lambda x, y: (4 * x, 4 * y, 128)))
+    (site / "ramp2.png").write_bytes(_png(64, 64, lambda x, y: (255 - 4 * x, 60, 4 * y)))
+    (site / "white.png").write_bytes(_png(64, 64, lambda x, y: (255, 255, 255)))
+    (site / "good.html").write_text(GOOD_PAGE.format(long=long))
+    (site / "broken.html").write_text(BROKEN_PAGE.format(long=long))
+    page = "<!doctype html><html><body><article>{}</article>{}</body></html>"
+    (site / "slider.html").write_text(page.format(SLIDER.format(first="ramp.png"), SLIDER_SCRIPT))
+    (site / "dead_slider.html").write_text(page.format(SLIDER.format(first="ramp.png"), ""))
+    with serve(site) as url:
+        yield url
+
+
+def test_checks_pass_a_good_page(browser, fixture_site):
+    visit = Visit(browser, f"{fixture_site}/good.html")
+    try:
+        assert page_problems(visit) == []
+    finally:
+        visit.close()
+
+
+def test_checks_catch_a_broken_page(browser, fixture_site):
+    visit = Visit(browser, f"{fixture_site}/broken.html")
+    try:
+        problems = "\n".join(page_problems(visit))
+    finally:
+        visit.close()
+    for expected in ["console error: a console error", "uncaught JavaScript error", "undefinedFunction",
+                     "request to a non-local host: http://example.invalid/remote.png", "HTTP 404 for",
+                     "image is blank (one colour):", "white.png", "image not decoded: missing.png",
+                     "raw TeX left in the text: 'Raw: $$", "math not typeset: \\(y\\)",
+                     "automatic equation number (6)", "cut off (overflow-x hidden"]:
+        assert expected in problems, f"{expected!r} not reported; reported:\n{problems}"
+
+
+def test_slider_check_passes_a_working_slider_and_catches_a_dead_one(browser, fixture_site, tmp_path):
+    for name, expected in [("slider", []), ("dead_slider", ["image source", "read-out", "picture"])]:
+        visit = Visit(browser, f"{fixture_site}/{name}.html")
+        try:
+            problems = slider_problems(visit.page, visit.page.query_selector(".sfam-slider"), tmp_path / f"{name}.png")
+        finally:
+            visit.close()
+        assert len(problems) == len(expected) and all(e in p for e, p in zip(expected, problems)), (name, problems)
+        assert (tmp_path / f"{name}-before.png").exists() and (tmp_path / f"{name}-after.png").exists()
