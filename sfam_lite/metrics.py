@@ -6,6 +6,8 @@ are reduced in float32 or wider.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._checks import as_float_tensor, check_boxes, check_finite, check_int, check_ndim, check_size, compute_dtype
@@ -60,13 +62,26 @@ def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, ks=(1, 2, 4, 8))
 
 
 def mean_and_interval(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % normal confidence interval (1.96 · std / √n); needs n >= 2 finite values."""
-    values = as_float_tensor(torch.as_tensor(values) if not isinstance(values, torch.Tensor) else values, "values")
-    values = values.double().flatten()
+    """Mean and the half-width of its 95 % normal confidence interval, ``1.96 · s / √n`` with ``s`` the sample
+    standard deviation (divisor n − 1); needs n >= 2 finite values (a tensor, list or array, flattened).
+
+    The normal quantile is the large-sample interval the book uses for hundreds of episodes or queries; for a
+    handful of values Student's t quantile is wider (12.7 instead of 1.96 for n = 2, 2.05 for n = 30).
+    Identical values give their value and a half-width of exactly 0 (not a rounding residue of the mean);
+    values whose mean or spread exceeds float64's range are refused rather than reported as infinity."""
+    if not isinstance(values, torch.Tensor):   # Python floats are float64: do not round them to float32 first
+        values = torch.as_tensor(values, dtype=torch.float64)
+    values = as_float_tensor(values, "values").double().flatten()
     if len(values) < 2:
         raise ValueError(f"values holds {len(values)} value(s); a confidence interval needs at least 2.")
     check_finite(values, "values", hint="Remove or explain them before averaging.")
-    return values.mean().item(), (1.96 * values.std(unbiased=True) / len(values) ** 0.5).item()
+    if bool((values == values[0]).all()):
+        return values[0].item(), 0.0
+    mean, half = values.mean().item(), (1.96 * values.std(unbiased=True) / len(values) ** 0.5).item()
+    if not (math.isfinite(mean) and math.isfinite(half)):
+        raise ValueError(f"the mean or interval of values overflows float64 (largest |value| "
+                         f"{values.abs().max().item():.4g}); rescale the values (e.g. other units) first.")
+    return mean, half
 
 
 def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -6,7 +6,8 @@ import tarfile
 import pytest
 
 from data_download import DataError
-from data_download.extract import safe_extract
+from data_download import extract
+from data_download.extract import member_problem, safe_extract
 from data_server import make_tar, special
 
 GOOD = [("top/a.txt", b"alpha"), ("top/sub/b.bin", bytes(range(256)) * 10)]
@@ -76,3 +77,61 @@ def test_permission_bits_are_reduced(tmp_path):
     path, dest = write(tmp_path, data.getvalue(), "a.tar")
     safe_extract(path, dest, progress=False)
     assert (dest / "top/setuid").stat().st_mode & 0o7777 == 0o755
+
+
+# --- the two layers, each on its own --------------------------------------------------------------
+# Layer 1, member_problem, refuses names with '..' or an absolute path, links and special files; layer 2, _inside,
+# checks that the resolved destination stays in the folder. With layer 1 in place a hostile *name* never reaches
+# layer 2, so each is tested without the other.
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_member_check_alone_names_each_hostile_member(case):
+    entry, reason = HOSTILE[case]
+    info = member(entry) if isinstance(entry, str) else entry
+    assert reason in member_problem(info)
+
+
+@pytest.mark.parametrize("name,reason", [("", "empty or invalid name"), ("a\x00b", "empty or invalid name"),
+                                         ("\\evil.txt", "absolute path"), ("C:/evil.txt", "absolute path"),
+                                         ("top\\..\\..\\evil.txt", "'..'")])
+def test_member_check_alone_refuses_odd_names(name, reason):
+    assert reason in member_problem(member(name))
+
+
+@pytest.mark.parametrize("name", ["top/a.txt", "top/..hidden", "a..b/c", "top/./b.txt", "top/"])
+def test_member_check_alone_lets_plain_names_through(name):
+    assert member_problem(member(name)) is None
+    assert member_problem(member(name.rstrip("/") or ".", tarfile.DIRTYPE)) is None
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "top/../../evil.txt", "/tmp/evil.txt"])
+def test_containment_check_alone_refuses_what_the_member_check_would(tmp_path, monkeypatch, name):
+    """With layer 1 switched off, layer 2 alone still refuses an escaping name, writes nothing outside and leaves
+    the folder empty."""
+    monkeypatch.setattr(extract, "member_problem", lambda info: None)
+    path, dest = write(tmp_path, make_tar(GOOD + [(name, b"evil")]))
+    with pytest.raises(DataError, match="would be written outside"):
+        safe_extract(path, dest, progress=False)
+    assert list(dest.iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_containment_check_refuses_a_plain_name_that_leaves_through_a_link_in_the_folder(tmp_path):
+    """Layer 2 in the real extraction: a folder that already holds a link to elsewhere, and a member whose plain
+    name (layer 1 lets it through) goes through that link. Nothing is written elsewhere."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    path, dest = write(tmp_path, make_tar(GOOD + [("out/evil.txt", b"evil")]))
+    (dest / "out").symlink_to(elsewhere, target_is_directory=True)
+    assert member_problem(member("out/evil.txt")) is None
+    with pytest.raises(DataError, match="'out/evil.txt' would be written outside"):
+        safe_extract(path, dest, progress=False)
+    assert list(elsewhere.iterdir()) == []
+    assert list(dest.iterdir()) == []           # the extraction's files and the link are removed, not its target
+    assert elsewhere.is_dir()
