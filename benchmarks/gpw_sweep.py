@@ -160,6 +160,30 @@ def summarize(files: list[str]) -> None:
               f"{100 * rec['8']:.1f} | {r['final_loss']:.3f} |")
 
 
+def collect(validation: str, confirmation: str, out: str) -> None:
+    """One JSON file (chapter 4 reads it) with the validation runs, ranked, and the confirmation run of the
+    configuration the book trains ("chosen"), plus the same as text beside it (``.txt``)."""
+    runs = [json.loads(line) for line in Path(validation).read_text().splitlines() if line.strip()]
+    confirm = [json.loads(line) for line in Path(confirmation).read_text().splitlines() if line.strip()]
+    if not runs or len(confirm) != 1:
+        raise SystemExit(f"need at least one validation run and exactly one confirmation run, got {len(runs)} "
+                         f"and {len(confirm)}.")
+    runs.sort(key=lambda r: -r["recall"]["1"])
+    result = {"book_variant": "chosen", "selected_on_validation": runs[0]["variant"], "validation": runs,
+              "confirmation": confirm[0]}
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    lines = [f"Validation: trained on classes {runs[0]['trained_classes']}, Recall@1 on classes "
+             f"{runs[0]['scored_classes']} (seed-{runs[0]['benchmark_seed']} benchmark), best first:"]
+    lines += [f"  {r['variant']:<26} R@1 {100 * r['recall']['1']:.1f} ± {100 * r['recall1_interval']:.1f} %  "
+              f"({r['queries']} queries, {r['train_seconds']:.0f} s, {r['threads']} thread(s), {r['device']})" for r in runs]
+    c = confirm[0]
+    lines.append(f"Confirmation: {c['variant']} trained on classes {c['trained_classes']} of the seed-{c['benchmark_seed']} "
+                 f"benchmark, R@1 on classes {c['scored_classes']}: {100 * c['recall']['1']:.1f} ± "
+                 f"{100 * c['recall1_interval']:.1f} % ({c['queries']} queries, {c['train_seconds']:.0f} s)")
+    Path(out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", default="data/synthetic")
@@ -173,9 +197,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="variant names (default: all of the round)")
     parser.add_argument("--out", default="benchmarks/results/gpw_sweep.jsonl")
     parser.add_argument("--summarize", nargs="+", metavar="JSONL", help="print earlier results as a table and stop")
+    parser.add_argument("--collect", nargs=2, metavar=("VALIDATION_JSONL", "CONFIRMATION_JSONL"),
+                        help="write the validation round's and the confirmation's results as one JSON file (--out) "
+                             "and a text summary beside it, and stop")
     args = parser.parse_args()
     if args.summarize:
         return summarize(args.summarize)
+    if args.collect:
+        return collect(*args.collect, args.out)
     variants = ROUNDS[args.round]
     names = args.only or list(variants)
     jobs = [(n, variants[n], args.root, args.device, args.threads, args.holdout) for n in names]

@@ -78,3 +78,24 @@ def test_holdout_run_never_trains_on_the_held_out_classes_and_scores_only_them(s
     whole = sweep.run(("tiny", tiny, str(tiny_benchmark), "cpu", 1, 0))  # no holdout: the sweep's test protocol
     assert seen[0].unique().tolist() == [0, 1, 2, 3]
     assert whole["trained_classes"] == "1-4" and whole["scored_classes"] == "5-8" and whole["queries"] == 40
+
+
+def test_collect_ranks_the_validation_runs_and_keeps_the_confirmation(sweep, tmp_path):
+    def run(variant, r1, seed, scored):
+        return {"variant": variant, "recall": {"1": r1}, "recall1_interval": 0.02, "trained_classes": "1-80",
+                "scored_classes": scored, "benchmark_seed": seed, "queries": 800, "train_seconds": 600.0,
+                "threads": 1, "device": "cpu"}
+    import json
+    (tmp_path / "v.jsonl").write_text("\n".join(json.dumps(run(v, r, 0, "81-100"))
+                                                for v, r in [("chosen", 0.71), ("rival", 0.74)]) + "\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps(run("chosen", 0.63, 1, "101-200")) + "\n")
+    sweep.collect(str(tmp_path / "v.jsonl"), str(tmp_path / "c.jsonl"), str(tmp_path / "out.json"))
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["selected_on_validation"] == "rival" and out["book_variant"] == "chosen"
+    assert [r["variant"] for r in out["validation"]] == ["rival", "chosen"]
+    assert out["confirmation"]["benchmark_seed"] == 1
+    text = (tmp_path / "out.txt").read_text()
+    assert "rival" in text.splitlines()[1] and "R@1 74.0 ± 2.0 %" in text and "63.0 ± 2.0 %" in text
+    (tmp_path / "c.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="exactly one confirmation run"):
+        sweep.collect(str(tmp_path / "v.jsonl"), str(tmp_path / "c.jsonl"), str(tmp_path / "out.json"))
