@@ -13,7 +13,8 @@ the data are built such that a localisation score means something:
   median ≈ 33 % after FRN's Resize(92)/CenterCrop(84)), large enough for a 5×5 feature map as CUB's
   birds are; tilt and flip vary the box's shape, and its position along each axis is
   ``Beta(0.7, 0.7)``-distributed over the free range (a mild preference for off-centre positions), so
-  a centred prior scores low.
+  a centred prior scores low. This is a choice of the benchmark, not a model of CUB; ``boxes(params,
+  placement=1.0)`` gives the same birds placed uniformly, and chapter 3 compares the centre priors on both.
 * **Natural clutter.** Sky or foliage gradient, blurred distant foliage, branches, leaves, stones and
   grass, in colours some of which the birds share (browns, greys, olive, greens, yellow, rust, buff)
   and some of which they do not (red, orange, blue, teal, black).
