@@ -266,7 +266,7 @@ def slider_problems(page, root, shot_path: Path | None = None) -> list[str]:
 # ------------------------------------------------------------------------------------------ the book's pages
 
 PAGES = toc_pages()
-SCREENSHOT_PAGES = {PAGES[0], "notebooks/02_cosine_proof", "notebooks/07_localisation"}
+FULL_PAGE_SHOTS = {PAGES[0]}          # the front page whole; the other pages as the first screen a reader sees
 
 
 @pytest.mark.parametrize("doc", PAGES)
@@ -278,7 +278,7 @@ def test_page_as_a_reader_sees_it(browser, book_url, doc):
         problems = page_problems(visit)
         SHOTS.mkdir(parents=True, exist_ok=True)
         shot = SHOTS / (doc.replace("/", "_") + ".png")
-        visit.page.screenshot(path=str(shot), full_page=doc in SCREENSHOT_PAGES)
+        visit.page.screenshot(path=str(shot), full_page=doc in FULL_PAGE_SHOTS)
         if "$" in html.read_text() or "\\(" in html.read_text():
             # a page whose source has math must have had it typeset (MathJax loaded from _static)
             n = visit.page.evaluate("() => document.querySelectorAll('mjx-container').length")
@@ -308,11 +308,35 @@ def test_paper_equation_numbers_are_rendered(browser, book_url):
                                            ".map(e => e.id)")
             shown = visit.page.evaluate("() => [...document.querySelectorAll('mjx-container[display=\\'true\\']')]"
                                         ".map(c => c.textContent).join(' ')")
+            for i in ids[doc][:1]:
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                visit.page.locator(f"mjx-container:has([id='{i}'])").screenshot(
+                    path=str(SHOTS / f"{doc.split('/')[-1]}_eq{i.split(':')[1]}.png"))
         finally:
             visit.close()
         assert all(f"({i.split(':')[1]})" in shown for i in ids[doc]), (doc, ids[doc])
     assert ids == {"notebooks/01_cis_derivation": ["mjx-eqn:1", "mjx-eqn:2", "mjx-eqn:4", "mjx-eqn:3"],
                    "notebooks/02_cosine_proof": ["mjx-eqn:5"]}, ids
+
+
+def test_front_page_shows_the_localisation_tables(browser, book_url):
+    """Tables 1-2 are pasted onto the front page from chapter 7's committed outputs (myst-nb glue, which has to
+    work with execution off), labelled as synthetic-benchmark numbers."""
+    visit = Visit(browser, f"{book_url}/{PAGES[0]}.html")
+    try:
+        tables = visit.page.evaluate("""() => [...document.querySelectorAll('article table.sfam-headline')].map(t => ({
+            caption: t.caption ? t.caption.textContent : '', rows: t.tBodies[0].rows.length,
+            sfam: [...t.tBodies[0].rows].filter(r => r.cells[0].textContent === 'SFAM').map(r => r.cells[1].textContent)}))""")
+        shot = visit.page.query_selector("article table.sfam-headline")
+        if shot is not None:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            shot.screenshot(path=str(SHOTS / "front_page_table1.png"))
+    finally:
+        visit.close()
+    assert [t["caption"].split(",")[0] for t in tables] == ["Table 1: FRN", "Table 2: GPW"], tables
+    for t in tables:
+        assert "on the synthetic benchmark" in t["caption"] and t["rows"] >= 5, t
+        assert len(t["sfam"]) == 1 and "±" in t["sfam"][0], t
 
 
 def test_sliders_move(browser, book_url):

@@ -80,3 +80,51 @@ def test_front_page_lists_every_page_of_the_toc():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     missing = toc_files() - {toc["root"]} - listed
     assert not missing, f"book/intro.md's 'How to read it' does not list {sorted(missing)}"
+
+
+def _markdown_sources():
+    """(name, text) of every markdown cell of every chapter and every page under book/."""
+    for path in CHAPTERS:
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "markdown":
+                yield f"{path.name} cell {i}", "".join(cell["source"])
+    for path in sorted((ROOT / "book").glob("*.md")):
+        yield path.name, path.read_text()
+
+
+def test_equations_carry_the_papers_numbers_or_none():
+    """Sphinx numbers labelled equations 1, 2, 3... per page, which contradicts the paper's numbering (chapter 2
+    labelled the paper's Eq. 5 "(6)"). Equations are numbered only with ``\\tag{n}``, n one of the paper's
+    Eqs. 1-7, and referred to by name (a ``(label)=`` target and ``{ref}``), never by ``{eq}``."""
+    offending = []
+    for name, text in _markdown_sources():
+        offending += [f"{name}: Sphinx-numbered equation label {m!r}" for m in re.findall(r"^\$\$[ \t]*\(([^)]+)\)", text, re.M)]
+        offending += [f"{name}: {{eq}} reference to {m!r}" for m in re.findall(r"\{eq\}`([^`]+)`", text)]
+        offending += [f"{name}: numbered environment {m!r}" for m in re.findall(r"\\begin\{(equation|align|gather|multline)\}", text)]
+        offending += [f"{name}: \\tag{{{m}}} is not one of the paper's Eqs. 1-7" for m in re.findall(r"\\tag\{([^}]*)\}", text)
+                      if m not in {str(i) for i in range(1, 8)}]
+    assert not offending, "\n".join(offending)
+
+
+def test_equation_rule_catches_a_sphinx_label():
+    assert re.findall(r"^\$\$[ \t]*\(([^)]+)\)", "$$\nx\n$$ (eq-x)\n", re.M) == ["eq-x"]
+
+
+def test_front_page_tables_are_glued_by_the_localisation_chapter():
+    """book/intro.md pastes Tables 1-2 from chapter 7's committed outputs (myst-nb glue): every key it pastes must be
+    glued there, as HTML, from a cell hidden in the chapter."""
+    intro = (ROOT / "book" / "intro.md").read_text()
+    pasted = re.findall(r"```\{glue:any\} (\S+)\n:doc: \.\./notebooks/07_localisation\.ipynb\n```", intro)
+    assert pasted == ["table1_frn", "table2_gpw"], pasted
+    glued = {}
+    for cell in json.loads((ROOT / "notebooks" / "07_localisation.ipynb").read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                glued[name] = (out["data"], cell["metadata"].get("tags", []))
+    for key in pasted:
+        assert key in glued, f"notebooks/07_localisation.ipynb glues no {key!r}: re-execute it"
+        data, tags = glued[key]
+        html = data.get("application/papermill.record/text/html", "")
+        assert "synthetic benchmark" in html and "<table" in html, "the table must say it is on the synthetic benchmark"
+        assert "remove-cell" in tags
