@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from reference import cis_cosine_loop, cis_loop, minmax_loop
-from sfam_lite import cis
+from sfam_lite import cis, maps
 
 F64 = torch.float64
 
@@ -173,13 +173,43 @@ def test_identical_vectors_give_uniform_scores(metric):
     assert torch.equal(cis.normalize_scores(w), torch.ones_like(w))
 
 
-def test_cosine_scale_copies_are_identical_after_normalisation():
-    v = torch.tensor([0.5, 1.0, 2.0], dtype=F64)
-    w = cis.contribution_scores(v, 4 * v, "cosine")
-    assert not torch.isnan(w).any() and math.isclose(w.sum().item(), 1.0, abs_tol=1e-12)
-    # identical after normalisation: D = 0, the defined value 1/N for every channel, as for identical vectors
-    assert torch.allclose(w, torch.full((3,), 1 / 3, dtype=F64), atol=1e-12)
-    assert torch.equal(w, cis.contribution_scores(v, v, "cosine"))
+VECTORS = [[0.5, 1.0, 2.0], [0.3, 0.0, 1.7, 2.2, 0.9],
+           torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=F64).tolist()]
+
+
+def check_scale_copy_is_the_vector_itself(vector, factor):
+    """A support vector that is a positive multiple of the query's is the query after L2 normalisation, so Eq. 5
+    must give what identical vectors give: ω = 1/N for every channel, all-ones weights after Eq. 4, and the same
+    SFAM map as the query explained against itself. Tolerance: 1/N to a few ulps (4e-16)."""
+    v = torch.tensor(vector, dtype=F64)
+    n = v.numel()
+    w = cis.contribution_scores(v, factor * v, "cosine")
+    assert torch.allclose(w, torch.full((n,), 1 / n, dtype=F64), rtol=0, atol=4e-16), (factor, w)
+    assert torch.equal(cis.normalize_scores(w), torch.ones(n, dtype=F64))
+    fmap = torch.rand(n, 4, 5, generator=torch.Generator().manual_seed(n), dtype=F64)
+    itself = maps.sfam_map(fmap, cis.normalize_scores(cis.contribution_scores(v, v, "cosine")))
+    copy = maps.sfam_map(fmap, cis.normalize_scores(w))
+    assert torch.allclose(maps.minmax_normalize(copy), maps.minmax_normalize(itself), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("factor", [4.0, 0.25, 1.0, 2.0 ** 20])
+@pytest.mark.parametrize("vector", VECTORS)
+def test_cosine_scale_copies_are_identical_after_normalisation(factor, vector):
+    """Scale factors that are powers of two, for which L2 normalisation is exact in floating point."""
+    check_scale_copy_is_the_vector_itself(vector, factor)
+
+
+@pytest.mark.xfail(strict=True, reason="cis.contribution_scores: the cosine D of a scale copy is rounding noise, "
+                                       "not 0, and Eq. 2 divides the noise by itself (see the docstring)")
+def test_cosine_scale_copies_by_any_factor_are_identical_after_normalisation():
+    """The same promise for factors that are not powers of two. It is broken in cis.contribution_scores: the two
+    normalised vectors then differ in their last bits, D is rounding noise (1.6e-32 for [0.5, 1, 2] and 3×) and
+    Eq. 2 divides the noise by itself: ω = [0.476, 0.405, 0.119], weights [1, 0.8, 0], a map made of nothing.
+    The fix: treat a cosine D below the rounding level of unit vectors (about 4((N + 2)ε)²) as 0. Strict: once
+    fixed this test passes, and the xfail mark must go."""
+    for vector in VECTORS:
+        for factor in (3.0, 0.7, 1e-3, 10.0, 1.1, 123.456, 1 / 3, 5.0):
+            check_scale_copy_is_the_vector_itself(vector, factor)
 
 
 def test_equal_scores_normalise_to_ones():
@@ -189,9 +219,14 @@ def test_equal_scores_normalise_to_ones():
 
 
 def test_zero_vector_in_cosine_variant_is_defined():
+    """The defined value: the zero vector stays zero, so d_n = ŝ_n², D = 1 and ω_n = (1 − ŝ_n²) / (N − 1)."""
     vq, vs = torch.zeros(5), torch.tensor([1.0, 0.0, 2.0, 0.5, 0.0])
     w = cis.contribution_scores(vq, vs, "cosine")
-    assert torch.isfinite(w).all() and math.isclose(w.sum().item(), 1.0, abs_tol=1e-6)
+    norm = math.sqrt(sum(x * x for x in vs.tolist()))
+    s = [x / norm for x in vs.tolist()]
+    want = torch.tensor([(1 - x * x) / 4 for x in s])
+    assert torch.allclose(w, want, rtol=0, atol=1e-7)      # float32: a few ulps of values ≤ 0.25
+    assert torch.equal(cis.contribution_scores(vs, vq, "cosine"), w)   # symmetric in its arguments
     both_zero = cis.contribution_scores(torch.zeros(5), torch.zeros(5), "cosine")
     assert torch.equal(both_zero, torch.full((5,), 0.2))
 
