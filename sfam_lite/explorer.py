@@ -294,7 +294,8 @@ class Explorer:
             raise ValueError(f"k = {k} support images, but the {g.name} gallery has at most {g.k_max} per pair.")
         sample = check_int(state.sample, "sample", 0)
         if sample >= g.samples:
-            raise ValueError(f"sample {sample} does not exist; the {g.name} gallery has {g.samples} pairs (0..{g.samples - 1}).")
+            raise ValueError(f"sample {sample} does not exist; the {g.name} gallery has {g.samples} pairs "
+                             f"(0..{g.samples - 1}).")
         _check_threshold(state.threshold)
         return state
 
@@ -443,7 +444,8 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
     for t in thresholds:
         views = [explorer.view(replace(state, method=m, threshold=float(t))) for m in methods]
         v0 = views[0]
-        panels, boxes, parts = [render_panel(v0.query_image, mean=g.mean, std=g.std, scale=scale)], [[(v0.true_box, TRUE_BOX)]], []
+        panels = [render_panel(v0.query_image, mean=g.mean, std=g.std, scale=scale)]
+        boxes, parts = [[(v0.true_box, TRUE_BOX)]], []
         for m, v in zip(methods, views):
             if v.query_map is None:
                 panels.append(render_panel(v.query_image, mean=g.mean, std=g.std, scale=scale, dim=0.2,

@@ -270,6 +270,6 @@ def static_slider(frames, values, label: str = "value", readouts=None, value_for
         "})();</script></div>")
     out = StaticSlider(snippet, n, len(sources), size)
     if out.size_bytes > max_bytes:
-        raise ValueError(f"the slider's HTML is {out.size_bytes / 1e6:.2f} MB, above max_bytes = {max_bytes / 1e6:.2f} MB; "
-                         "use fewer or smaller frames, colors=64, or raise max_bytes.")
+        raise ValueError(f"the slider's HTML is {out.size_bytes / 1e6:.2f} MB, above max_bytes = "
+                         f"{max_bytes / 1e6:.2f} MB; use fewer or smaller frames, colors=64, or raise max_bytes.")
     return out
