@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from sfam_lite.models import FRN, GPWEmbedding
 from sfam_lite.train import FRNConfig, GPWConfig, train_frn, train_gpw
 
 
@@ -23,6 +24,18 @@ def test_frn_training_is_deterministic_and_changes_the_weights():
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
     assert len(hist) == 3 and all(math.isfinite(h["loss"]) for h in hist)
+    assert_every_parameter_moved(a, cfg.seed, FRN, width=cfg.width)
+
+
+def assert_every_parameter_moved(model, seed, cls, **kwargs):
+    """Every trainable parameter differs from the one the trainer started from (the same class, made after the same
+    seed, as train_frn and train_gpw make it): the optimiser stepped on all of them."""
+    torch.manual_seed(seed)
+    start = dict(cls(**kwargs).named_parameters())
+    frozen = [k for k, p in model.named_parameters() if not p.requires_grad]
+    moved = {k: not torch.equal(p, start[k]) for k, p in model.named_parameters() if p.requires_grad}
+    assert moved and all(moved.values()), [k for k, m in moved.items() if not m]
+    assert all(torch.equal(dict(model.named_parameters())[k], start[k]) for k in frozen)
 
 
 def test_gpw_training_is_deterministic():
@@ -39,6 +52,7 @@ def test_full_frn_configuration_takes_one_step():
     cfg = FRNConfig(width=1.0, image_size=84, way=5, shot=1, query=2, episodes=1)
     model, hist = train_frn(images, labels, cfg, progress=False)
     assert model.channels == 640 and math.isfinite(hist[0]["loss"])
+    assert_every_parameter_moved(model, cfg.seed, FRN, width=1.0)
     with torch.no_grad():
         assert model(torch.rand(1, 3, 84, 84)).shape == (1, 640, 5, 5)
 
@@ -50,6 +64,7 @@ def test_full_gpw_configuration_takes_one_step():
                     batches=1, lr=3e-5)
     model, hist = train_gpw(images, labels, cfg, progress=False)
     assert math.isfinite(hist[0]["loss"])
+    assert_every_parameter_moved(model, cfg.seed, GPWEmbedding, arch="resnet50", dim=512, last_stride=2, freeze_bn=True)
     with torch.no_grad():
         emb = model(torch.rand(1, 3, 227, 227))
     assert emb.shape == (1, 512)
@@ -153,7 +168,6 @@ def recall_at_1_loop(model, images, labels):
 def test_gpw_training_learns_a_separable_problem():
     """The MS loss falls, and Recall@1 on unseen images of the same classes rises above the untrained embedding's
     (the same initial weights, made as train_gpw makes them)."""
-    from sfam_lite.models import GPWEmbedding
     images, labels = separable_data()
     unseen, unseen_labels = separable_data(seed=1)
     cfg = GPWConfig(dim=16, image_size=32, classes_per_batch=4, instances=3, batches=15, warmup=5)
@@ -214,7 +228,6 @@ def test_frn_history_is_the_loss_of_the_true_labels_plus_the_auxiliary_loss(monk
     accuracy uses the same labels, and loss − FRN loss is aux_weight times FRN's auxiliary loss of that step's
     support features, each recomputed here with loops. A loop that shifts or permutes the query labels, or flips
     or misplaces the auxiliary term, fails at the first step."""
-    from sfam_lite.models import FRN
     from sfam_lite.sampling import EpisodeSampler
     images, labels = separable_data(n_classes=5, per_class=6)
     cfg = FRNConfig(width=0.0625, image_size=32, way=4, shot=2, query=2, episodes=3, milestones=(100,),
@@ -242,7 +255,6 @@ def test_frn_history_is_the_loss_of_the_true_labels_plus_the_auxiliary_loss(monk
 def test_gpw_history_is_the_ms_loss_of_the_batch_labels(monkeypatch):
     """Step by step: the recorded loss is the MS loss (the per-anchor loop of test_gpw) of that step's embeddings
     with the dataset labels of the batch's images; a loop that feeds shifted or permuted labels fails."""
-    from sfam_lite.models import GPWEmbedding
     from sfam_lite.sampling import BalancedBatchSampler
     from test_gpw import ms_loss_loop
     images, labels = separable_data()
