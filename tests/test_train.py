@@ -246,7 +246,8 @@ def test_frn_history_is_the_loss_of_the_true_labels_plus_the_auxiliary_loss(monk
         assert logits.shape == (len(queries), cfg.way) and support.shape[:2] == (cfg.way, cfg.shot)
         # float32 losses of order 1 (ε = 1.2e-7) against float64 recomputations: 1e-5 leaves room for the sums
         assert math.isclose(h["frn_loss"], cross_entropy_loop(logits, targets), rel_tol=1e-5, abs_tol=1e-6)
-        assert h["accuracy"] == sum(int(row.argmax()) == t for row, t in zip(logits, targets)) / len(targets)
+        correct = sum(int(row.argmax()) == t for row, t in zip(logits, targets))
+        assert math.isclose(h["accuracy"], correct / len(targets), rel_tol=1e-6)   # a float32 mean of 0/1
         aux = paper_aux_loss(support.flatten(1, 2))
         assert aux > 1e-3    # large enough for the comparison below to see a sign or a factor
         assert math.isclose(h["loss"] - h["frn_loss"], cfg.aux_weight * aux, rel_tol=1e-4, abs_tol=1e-6)
