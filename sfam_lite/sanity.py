@@ -370,7 +370,11 @@ def frn_similarity(frn) -> PairSimilarity:
     """FRN's similarity of a query to its support: minus the reconstruction distance of the query's positions from
     the support's (FRN's logit before its ``scale``; each pair is its own 1-way episode), averaged over the query's
     positions. ``encode`` takes supports ``(n, C, H, W)`` or ``(n, K, C, H, W)`` to their positions
-    ``(n, K·r, d)``; ``score`` takes queries ``(n, C, H, W)``. Both run the model in eval mode."""
+    ``(n, K·r, d)``; ``score`` takes queries ``(n, C, H, W)``. Both run the model in eval mode.
+
+    The reconstruction error is quadratic in the query's features (``‖Q − ρ Q W‖²`` with W fixed by the support),
+    so a query with weaker features (blurred, or faded towards the mean) is closer to *every* support: deletion
+    with this score rewards removing whatever carries the strongest features (chapter 8 shows the curves)."""
     from .explainer import eval_mode
     from .models.frn import reconstruction_distance
 
