@@ -13,6 +13,9 @@ SFAM_NEEDS_BROWSER=1 source "$HERE/setup_env.sh"
 stage "unit tests"
 python -m pytest tests -q
 
+stage "making stand-ins for CUB's archive and FRN's weights (_build/cub_fixture; chapters 5-7's papermill run reads them)"
+python scripts/make_cub_fixture.py _build/cub_fixture
+
 stage "executing every chapter with papermill and small parameters (outputs in _build/papermill/)"
 # nbval below runs every chapter with its defaults; this run proves that each parameters cell works, with
 # the fast values in .ci/smoke/<chapter>.yml where a chapter has them.

@@ -8,6 +8,8 @@
   image-independent reference maps (:mod:`sfam_lite.references`).
 * :mod:`sfam_lite.localization` and :mod:`sfam_lite.evaluate` — the localisation protocol and the paper's
   Tables 1-2 (§4.3); :mod:`sfam_lite.sanity` — randomisation checks (§4.4) and deletion/insertion curves.
+* :mod:`sfam_lite.slider` — a self-contained HTML slider over pre-rendered frames (works without a kernel);
+  :mod:`sfam_lite.explorer` — the interactive explorer of chapter 9 (ipywidgets, imported only when used).
 """
 from . import cis
 from .explainer import SFAM, Explanation, PairContext, PairExplainer
