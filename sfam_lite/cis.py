@@ -79,6 +79,10 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
 
     Degenerate cases are defined instead of NaN: when ``D = 0`` (identical vectors, every channel
     equally close) every ``ω_n = 1/N``; in the cosine variant a zero vector is normalised to zero.
+    In the cosine variant a vector and a positive multiple of it normalise to the same unit vector up to
+    rounding, so ``D`` is then rounding noise, and dividing the noise by itself would give arbitrary
+    scores: a cosine ``D`` below the rounding level of unit vectors, ``4((N + 2)ε)²`` with ``ε`` the
+    machine epsilon of the computation, counts as ``D = 0``.
     """
     check_choice(metric, "metric", METRICS)
     v_q, v_s = _paired_vectors(v_q, v_s)
@@ -89,9 +93,11 @@ def contribution_scores(v_q: torch.Tensor, v_s: torch.Tensor, metric: str = "euc
     d = squared_channel_differences(v_q, v_s)
     n = d.shape[-1]
     total = d.sum(dim=-1, keepdim=True)
-    safe_total = torch.where(total > 0, total, torch.ones_like(total))
+    floor = 4 * ((n + 2) * torch.finfo(d.dtype).eps) ** 2 if metric == "cosine" else 0.0
+    distinct = total > floor
+    safe_total = torch.where(distinct, total, torch.ones_like(total))
     omega = (total - d) / ((n - 1) * safe_total)
-    return torch.where(total > 0, omega, torch.full_like(omega, 1.0 / n)).to(dtype)
+    return torch.where(distinct, omega, torch.full_like(omega, 1.0 / n)).to(dtype)
 
 
 def minmax(x: torch.Tensor, dim=-1) -> torch.Tensor:

@@ -199,14 +199,11 @@ def test_cosine_scale_copies_are_identical_after_normalisation(factor, vector):
     check_scale_copy_is_the_vector_itself(vector, factor)
 
 
-@pytest.mark.xfail(strict=True, reason="cis.contribution_scores: the cosine D of a scale copy is rounding noise, "
-                                       "not 0, and Eq. 2 divides the noise by itself (see the docstring)")
 def test_cosine_scale_copies_by_any_factor_are_identical_after_normalisation():
-    """The same promise for factors that are not powers of two. It is broken in cis.contribution_scores: the two
-    normalised vectors then differ in their last bits, D is rounding noise (1.6e-32 for [0.5, 1, 2] and 3×) and
-    Eq. 2 divides the noise by itself: ω = [0.476, 0.405, 0.119], weights [1, 0.8, 0], a map made of nothing.
-    The fix: treat a cosine D below the rounding level of unit vectors (about 4((N + 2)ε)²) as 0. Strict: once
-    fixed this test passes, and the xfail mark must go."""
+    """The same promise for factors that are not powers of two. The two normalised vectors then differ in their
+    last bits, so D is rounding noise (1.6e-32 for [0.5, 1, 2] and 3×); without the rounding floor of
+    cis.contribution_scores, Eq. 2 divided the noise by itself: ω = [0.476, 0.405, 0.119], weights [1, 0.8, 0],
+    a map made of nothing."""
     for vector in VECTORS:
         for factor in (3.0, 0.7, 1e-3, 10.0, 1.1, 123.456, 1 / 3, 5.0):
             check_scale_copy_is_the_vector_itself(vector, factor)
