@@ -29,6 +29,7 @@ from .baselines import CGRAM, RAM, Decomposition, GradFAM
 from .explainer import SFAM
 from .evaluation import release_freed_memory
 from .localization import boxes_from_maps, iou
+from .metrics import mean_and_interval
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
 #: method key → name printed in the tables, in the paper's order, then the image-independent references
@@ -117,14 +118,18 @@ def localisation_ious(explainer, query_features, support_features, query_boxes, 
 
 
 def mean_and_half(values: np.ndarray, groups: np.ndarray | None = None) -> tuple[float, float, int]:
-    """Mean and half-width of its 95 % normal interval (1.96 · sd / √units). With ``groups`` (an episode index per
-    sample) the units are the groups' means, as few-shot accuracy is reported; otherwise the samples."""
+    """Mean and half-width of its 95 % normal interval (:func:`sfam_lite.metrics.mean_and_interval`), and the number
+    of units. With ``groups`` (an episode index per sample) the units are the groups' means, as few-shot accuracy
+    is reported; otherwise the samples. A single unit has no interval: its half-width is NaN (a table still
+    prints, e.g. for a one-episode smoke run)."""
     values = np.asarray(values, float)
     if groups is not None:
         _, inverse = np.unique(groups, return_inverse=True)
         values = np.bincount(inverse, values) / np.bincount(inverse)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(half), len(values)
+    if len(values) < 2:
+        return float(values.mean()), float("nan"), len(values)
+    mean, half = mean_and_interval(values)
+    return mean, half, len(values)
 
 
 def summarise(ious: np.ndarray, groups: np.ndarray | None = None, iou_threshold: float = 0.5) -> dict:
