@@ -69,11 +69,14 @@ def test_recall_excludes_the_query_itself():
 def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
     torch.manual_seed(0)
     model = GPWEmbedding("resnet18", dim=32, last_stride=1).train()
-    bn = model.backbone.bn1
-    before = bn.running_mean.clone()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 20   # ResNet-18: the stem's, two per basic block (8) and one per downsample (3)
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
     out = model(torch.rand(4, 3, 80, 80))
     assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-6)
-    assert torch.equal(bn.running_mean, before) and not bn.weight.requires_grad
+    for m, (mean, var) in zip(norms, before):   # every BatchNorm: statistics unchanged, affine parameters frozen
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+        assert not m.weight.requires_grad and not m.bias.requires_grad
     from sfam_lite.evaluation import forward_with_features
     fmap = forward_with_features(model.eval(), model.target_layer, torch.rand(1, 3, 80, 80))[1]
     assert fmap.shape == (1, 512, 5, 5)   # last stride 1: total stride 16
