@@ -49,6 +49,33 @@ def test_chapter_rules(path):
     assert any("import sfam_lite" in "".join(c["source"]) or "from sfam_lite" in "".join(c["source"]) for c in code)
 
 
+# A control character in markdown is a backslash lost on the way into the notebook's JSON: "\\rho" written as
+# "\rho" is a carriage return followed by "ho", "\\times" a tab followed by "imes", "\\frac" a form feed.
+LOST_BACKSLASH = re.compile(r"[\x00-\x09\x0b-\x1f]")
+
+
+def lost_backslashes(nb) -> list[str]:
+    """The places in ``nb``'s markdown cells where a control character stands (with 12 characters around)."""
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else ""
+        found += [f"cell {i}: {text[max(0, m.start() - 12):m.end() + 12]!r}" for m in LOST_BACKSLASH.finditer(text)]
+    return found
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_markdown_holds_no_lost_backslash(path):
+    assert lost_backslashes(json.loads(path.read_text())) == []
+
+
+def test_lost_backslash_rule_catches_rho_and_times():
+    cells = [{"cell_type": "markdown", "source": ["the median $\rho$ and a $5\times5$ map\n"]},
+             {"cell_type": "code", "source": ["print('a\\tb')"]},
+             {"cell_type": "markdown", "source": ["$\\rho$ and $5\\times5$ are fine\n"]}]
+    found = lost_backslashes({"cells": cells})
+    assert len(found) == 2 and found[0].startswith("cell 0:") and "ho$" in found[0] and "imes5" in found[1]
+
+
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
 def test_colab_cells_follow_config(path):
     url, branch = sync_colab.repository()
