@@ -10,7 +10,9 @@ The cache folder is ``$SFAM_BOOK_CACHE`` or ``~/.cache/sfam-book``. A trained ch
 hash of the model name, its full configuration and the training data's metadata, so a different
 config or dataset never loads a stale model; it is written to a temporary file and renamed, so an
 interrupted training never leaves a checkpoint that loads. Checkpoints are read with
-``torch.load(..., weights_only=True)``.
+``torch.load(..., weights_only=True)``, and each carries a SHA-256 of its content: a damaged, truncated or empty
+cached checkpoint (or one without the hash) is reported with a warning naming it and trained again; a released
+checkpoint that cannot be read raises :class:`CheckpointError` naming its path.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import time
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -108,33 +110,97 @@ def _data_fingerprint(dataset) -> str:
     return h.hexdigest()
 
 
+#: Part of the cache key: checkpoints of format 2 carry a content hash (:func:`record_digest`); those written
+#: before have another key, so they are never read (their models are trained again, to the same weights).
+CHECKPOINT_FORMAT = 2
+
+
 def checkpoint_path(name: str, config, fingerprint: str, cache: Path | None = None) -> Path:
-    key = json.dumps({"name": name, "config": asdict(config), "data": fingerprint, "code": TRAINING_VERSION},
+    key = json.dumps({"name": name, "config": asdict(config), "data": fingerprint, "code": TRAINING_VERSION,
+                      "format": CHECKPOINT_FORMAT},
                      sort_keys=True, default=list)
     return Path(cache or cache_dir()) / "models" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
+#: Key of a checkpoint's content hash (:func:`record_digest`), written by :func:`save_checkpoint`.
+DIGEST_KEY = "sha256"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be trusted: unreadable (truncated, empty, not a checkpoint), missing a field, or
+    with a content hash that does not match (bytes changed on disk). The message names the file and the fix."""
+
+
+def record_digest(record: dict) -> str:
+    """SHA-256 of a checkpoint record's content (every field but the hash itself): each tensor's name, dtype, shape
+    and bytes, and the other fields as canonical JSON. ``torch.load`` does not check the CRCs of the zip it reads,
+    so bytes zeroed on disk would otherwise load as silently changed weights."""
+    h = hashlib.sha256()
+    for key in sorted(record):
+        if key == DIGEST_KEY:
+            continue
+        value = record[key]
+        h.update(f"\0{key}\0".encode())
+        if key == "state_dict":
+            for name in sorted(value):
+                t = value[name].detach().cpu().contiguous()
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(json.dumps(value, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
 def save_checkpoint(record: dict, path: Path) -> None:
-    """Write ``record`` atomically: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``record`` with its content hash (:func:`record_digest`) atomically: a temporary file in the same folder,
+    then a rename; the file gets the user's umask."""
+    from ._io import atomic_write
+    record = {**record, DIGEST_KEY: record_digest(record)}
+    atomic_write(path, lambda f: torch.save(record, f))
 
 
-def read_checkpoint(path: Path):
-    """``torch.load(path, weights_only=True)``, refusing files that carry arbitrary pickled objects."""
+def read_checkpoint(path: Path, verify: bool = False):
+    """``torch.load(path, weights_only=True)``, refusing files that carry arbitrary pickled objects.
+
+    Any file that cannot be read as a checkpoint (empty, truncated, another format) raises :class:`CheckpointError`
+    naming the path. ``verify=True`` (the zoo's own checkpoints) also requires the record's content hash to match:
+    a checkpoint without one, or with changed bytes, raises :class:`CheckpointError`."""
+    path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ValueError(f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
                          f"containers, which could run code when loaded (torch.load weights_only=True said: "
                          f"{str(exc).splitlines()[0]}). Use a checkpoint saved as a plain state_dict.") from None
+    except FileNotFoundError:
+        raise
+    except Exception as exc:   # zipfile.BadZipFile, EOFError, RuntimeError from the zip reader, ...
+        size = path.stat().st_size if path.exists() else 0
+        what = "is empty" if size == 0 else f"cannot be read as a checkpoint ({type(exc).__name__}: " \
+            f"{' '.join(str(exc).split())[:160]})"
+        raise CheckpointError(f"the checkpoint {path} {what}: it is damaged or truncated (an interrupted copy, a full "
+                              "disk) or not a torch checkpoint. Delete it and load the model again (the zoo retrains "
+                              "its own models; get a released one again with python -m data_download).") from None
+    if verify:
+        problem = None
+        if not isinstance(record, dict) or not isinstance(record.get("state_dict"), dict):
+            problem = "it is not a zoo checkpoint (no state_dict)"
+        elif DIGEST_KEY not in record:
+            problem = "it carries no content hash (written by an older version, or not by the zoo)"
+        elif "history" not in record:
+            problem = "it has no training history"
+        else:
+            try:
+                ok = record_digest(record) == record[DIGEST_KEY]
+            except Exception:   # a field of an unexpected type
+                ok = False
+            if not ok:
+                problem = "its content hash does not match: its bytes changed after it was written (a damaged disk " \
+                          "or copy), so its weights cannot be trusted"
+        if problem:
+            raise CheckpointError(f"the checkpoint {path} cannot be used: {problem}. Delete it and load the model "
+                                  "again to retrain it.")
+    return record
 
 
 def _build(name: str, config):
@@ -195,11 +261,17 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     else:
         dataset = CUB200(root, split=split, transform=_cub_transform(config))
     path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
+    record, problem = None, None
     if path.exists():
-        record = read_checkpoint(path)
-        model = _build(name, config)
-        model.load_state_dict(record["state_dict"])
-    else:
+        try:
+            record = read_checkpoint(path, verify=True)
+            model = _build(name, config)
+            model.load_state_dict(record["state_dict"])
+        except (CheckpointError, RuntimeError) as exc:   # RuntimeError: state_dict keys or shapes of another model
+            warnings.warn(f"{' '.join(str(exc).split())} Training it again; the new checkpoint replaces it.",
+                          stacklevel=2)
+            record = None
+    if record is None:
         images, labels = _training_images(dataset, synthetic, progress)
         trainer = train_frn if name.startswith("frn") else train_gpw
         start = time.perf_counter()
@@ -207,10 +279,20 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
         record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                   "config": asdict(config), "history": history, "name": name,
                   "train_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
-        save_checkpoint(record, path)
+        try:
+            save_checkpoint(record, path)
+        except OSError as exc:   # the trained model must not be lost: keep it in the temporary folder instead
+            from ._io import keep_elsewhere
+            kept = keep_elsewhere(lambda f: torch.save({**record, DIGEST_KEY: record_digest(record)}, f), path.name)
+            problem = (f"cannot write the checkpoint {path} ({exc.strerror or exc}); the trained model was kept at "
+                       f"{kept}: free space or fix the folder, then move it to {path}.")
+            warnings.warn(problem, stacklevel=2)
+            path = kept
     model = model.to(device).eval()
     model.meta = {"name": name, "config": config, "history": record["history"], "checkpoint": str(path),
                   "train_seconds": record.get("train_seconds"), "threads": record.get("threads")}
+    if problem:
+        model.meta["cache_error"] = problem
     return model
 
 
@@ -221,7 +303,13 @@ def _load_frn_cub(weights_root, device, cache=None):
         raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "
                                 f"`python -m data_download frn-weights --root {root}`.")
     model = FRN(width=1.0)
-    model.load_state_dict(read_checkpoint(path), strict=True)
+    state = read_checkpoint(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"the checkpoint {path} is not FRN's released ResNet-12 for CUB (its keys or shapes "
+                              f"differ: {' '.join(str(exc).split())[:200]}). Get it again with "
+                              f"`python -m data_download frn-weights --root {root}`.") from None
     model = model.to(device).eval()
     model.meta = {"name": "frn-cub", "config": None, "history": None, "checkpoint": str(path)}
     return model
