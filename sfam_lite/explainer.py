@@ -85,11 +85,29 @@ class PairContext:
     support_gradients: torch.Tensor | None = None
 
 
+def _version(t: torch.Tensor):
+    """The tensor's in-place version counter (None for inference-mode tensors, which have none)."""
+    try:
+        return t._version
+    except (RuntimeError, AttributeError):
+        return None
+
+
 class FeatureCapture:
     """Keeps the output of ``layer`` from the latest forward pass, via a forward hook.
 
     ``keep_graph=False`` stores it detached; ``keep_graph=True`` keeps it in the autograd graph so that a
-    gradient with respect to it can be taken (run the model with gradients enabled)."""
+    gradient with respect to it can be taken (run the model with gradients enabled).
+
+    Two ways a captured tensor would silently be the wrong one are refused by :meth:`run` with a ``RuntimeError``:
+
+    * the layer's output is modified in place later in the forward pass (e.g. ``BatchNorm2d`` followed by
+      ``ReLU(inplace=True)``): the hook's tensor then holds the later op's result. Detected with the tensor's version
+      counter; choose a layer whose output is not modified in place (here: the ReLU itself), or build the
+      model with ``inplace=False``.
+    * the layer runs more than once in one forward pass (a module reused, e.g. one ReLU instance after two
+      convolutions): only one of its outputs can be the feature map. Choose a module that runs once.
+    """
 
     def __init__(self, layer: nn.Module, keep_graph: bool = False):
         if not isinstance(layer, nn.Module):
@@ -97,24 +115,50 @@ class FeatureCapture:
         self.output: torch.Tensor | None = None
         self.keep_graph = keep_graph
         self.removed = False
+        self.calls = 0
+        self._seen_version = None
+        self._layer_name = type(layer).__name__
         self._handle = layer.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output):
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"the target layer returned {type(output).__name__}, not a tensor; "
                             "choose a layer whose output is the (B, N, H, W) feature map.")
-        self.output = output if self.keep_graph else output.detach()
+        self.calls += 1
+        self._seen_version = _version(output)
+        self.output = output if self.keep_graph else output.detach()   # detach() shares the version counter
+
+    def reset(self) -> None:
+        """Forget the previous forward pass (call before running the model when not using :meth:`run`)."""
+        self.output, self.calls, self._seen_version = None, 0, None
+
+    def check(self, name: str = "the target layer") -> torch.Tensor:
+        """The captured output after a forward pass; ``RuntimeError`` if the layer did not run, ran more than once,
+        or its output was modified in place after it returned."""
+        if self.output is None:
+            raise RuntimeError(f"{name} did not run during the model's forward pass; "
+                               "pass a module that the model actually calls.")
+        if self.calls > 1:
+            raise RuntimeError(f"{name} ({self._layer_name}) ran {self.calls} times in one forward pass (a "
+                               "module used at several places); its feature map is ambiguous. Choose a module that "
+                               "runs once per forward pass, e.g. give each use its own instance.")
+        now = _version(self.output)
+        if self._seen_version is not None and now is not None and now != self._seen_version:
+            raise RuntimeError(f"the output of {name} ({self._layer_name}) was modified in place after the layer "
+                               "returned (e.g. by a following ReLU(inplace=True)), so the captured feature map would "
+                               "be that later op's result. Choose as target layer the module whose output is not "
+                               "modified in place (e.g. that ReLU itself), or build the model with inplace=False.")
+        return self.output
 
     def run(self, model: nn.Module, images: torch.Tensor):
-        """``model(images)`` and the layer's output during that call; an error if the layer did not run."""
+        """``model(images)`` and the layer's output during that call; an error if the layer did not run, ran more
+        than once, or its output was modified in place after it returned."""
         if self.removed:
             raise RuntimeError("this explainer was closed (its hook is removed from the model): call it inside its "
                                "`with` block, or build a new one.")
-        self.output = None
+        self.reset()
         result = model(images)
-        if self.output is None:
-            raise RuntimeError("the target layer did not run during the model's forward pass; "
-                               "pass a module that the model actually calls.")
+        self.check()
         return result, self.output
 
     def remove(self) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_finite, check_int
 from .cis import METRICS
 from .evaluate import CURVE_THRESHOLDS, METHODS, REFERENCES, ModelSetup, build_explainers
 from .explainer import FeatureCapture, eval_mode
@@ -81,12 +81,10 @@ def capture_layers(model: nn.Module, layers: dict[str, nn.Module], images: torch
         with eval_mode(model):
             for i in range(0, len(images), batch):
                 for c in captures.values():
-                    c.output = None
+                    c.reset()
                 outputs.append(model(images[i:i + batch].to(device)).cpu())
                 for name, c in captures.items():
-                    if c.output is None:
-                        raise RuntimeError(f"layer {name} did not run during the model's forward pass.")
-                    maps[name].append(c.output.cpu())
+                    maps[name].append(c.check(f"layer {name}").cpu())
     finally:
         for c in captures.values():
             c.remove()
@@ -246,12 +244,32 @@ class View:
         return head + f"IoU {self.iou:.2f} (query); support IoU {supports}"
 
 
+def _check_map(m, name: str, size=None) -> None:
+    """``ValueError`` unless ``m`` is a real ``(H, W)`` map of finite values (of ``size`` when given): a NaN pixel
+    would otherwise make the whole heat map vanish (drawn as a dimmed image with no colours) without a word."""
+    try:
+        arr = np.asarray(m, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an (H, W) array or tensor of numbers, got {type(m).__name__}.") from None
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be one (H, W) map, got shape {arr.shape}.")
+    if size is not None and tuple(arr.shape) != tuple(size):
+        raise ValueError(f"{name} has shape {arr.shape} but the image is {tuple(size)}; upsample the map to the "
+                         "image's size first (sfam_lite.maps.upsample).")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} holds {int(bad.sum())} non-finite pixel(s) (NaN or inf) of {arr.size}; a map with "
+                         "NaN cannot be normalised or drawn. Check the features and weights it came from "
+                         "(or replace them, e.g. torch.nan_to_num, if that is what you mean).")
+
+
 def threshold_mask(query_map, threshold: float) -> np.ndarray:
     """The pixels the protocol keeps for one ``(H, W)`` map: the largest 8-connected component of the pixels whose
     min-max normalised value is ``>= threshold``; the box of :func:`sfam_lite.localization.boxes_from_maps`
     is this mask's bounding box."""
     threshold = _check_threshold(threshold)
     m = query_map.detach().cpu().numpy() if isinstance(query_map, torch.Tensor) else np.asarray(query_map)
+    _check_map(m, "query_map")
     return _largest_components(_kept_pixels(m[None], threshold))[0]
 
 
@@ -330,6 +348,8 @@ class Explorer:
             out = explainer.explain_features(feats[q][None].to(device), feats[s][None].to(device), size=g.size)
             self.explain_calls += 1
             maps_q, maps_s = out.query_maps[0].detach().float().cpu(), out.support_maps[0].detach().float().cpu()
+            check_finite(torch.cat([maps_q[None], maps_s]), f"the {METHODS[state.method]} maps of sample "
+                         f"{state.sample}", hint="the explanation is undefined here; check the features and weights.")
             cosine = None if out.cosine_similarity is None else float(out.cosine_similarity[0])
             curve = np.array([iou(boxes_from_maps(maps_q, t), g.boxes[q].numpy()) for t in self.thresholds])
             entry = ((maps_q, maps_s, cosine, curve), "")
@@ -387,6 +407,7 @@ def render_panel(image: torch.Tensor, heat=None, mask=None, boxes=(), mean=None,
     rgb = to_image(image, mean, std)
     rgb = np.repeat(rgb[..., None], 3, -1) if rgb.ndim == 2 else rgb
     if heat is not None:
+        _check_map(heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else heat, "heat", rgb.shape[:2])
         h = minmax_normalize(heat.detach().double().cpu()).numpy() if isinstance(heat, torch.Tensor) else \
             minmax_normalize(np.asarray(heat, dtype=np.float64))
         rgb = (1 - alpha) * rgb + alpha * matplotlib.colormaps[cmap](h)[..., :3]

@@ -95,6 +95,8 @@ def _as_rgb_array(frame, index: int) -> np.ndarray:
                          "pixels (channels last).")
     if arr.dtype == np.uint8:
         return arr
+    if arr.dtype == bool:        # a mask: white where True (as uint8 0/1 it would be a black frame)
+        return np.where(arr, np.uint8(255), np.uint8(0))
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ValueError(f"frame {index} holds NaN or infinite values.")
@@ -217,7 +219,13 @@ def static_slider(frames, values, label: str = "value", readouts=None, value_for
     if not isinstance(label, str):
         raise TypeError(f"label must be a string, got {type(label).__name__}.")
     if readouts is None:
-        readouts = [f"{label} {value_format.format(v)}" for v in values]
+        if not isinstance(value_format, str):
+            raise TypeError(f"value_format must be a format string such as '{{:.2f}}', got {type(value_format).__name__}.")
+        try:
+            readouts = [f"{label} {value_format.format(v)}" for v in values]
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+            raise ValueError(f"value_format {value_format!r} cannot format the value {values[0]!r} ({exc}); give a "
+                             "format string with one positional field, such as '{:.2f}'.") from None
     else:
         readouts = list(readouts)
         if len(readouts) != n:
