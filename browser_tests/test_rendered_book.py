@@ -119,6 +119,8 @@ class Visit:
             self.problems.append(f"page did not load: HTTP {None if response is None else response.status}")
         # MathJax typesets after load; its startup promise resolves when the first typesetting is done.
         self.page.evaluate("() => (window.MathJax && MathJax.startup && MathJax.startup.promise) || null")
+        # Text is measured in the fonts the page ends up with, not in a fallback shown while they load.
+        self.page.evaluate("() => document.fonts.ready.then(() => null)")
 
     def _route(self, route):
         host = urlparse(route.request.url).hostname
@@ -194,17 +196,44 @@ MATH_JS = """(sel) => {
           eqno: [...root.querySelectorAll('span.eqno')].map(e => e.textContent.trim())};
 }"""
 
-OVERFLOW_JS = """(sel) => {
+# A line of code or output is cut off when one of its glyphs lies past the right edge of what its block shows,
+# and the block does not scroll with a visible scroll bar. The glyphs themselves are measured (the text's boxes,
+# from a Range), not the block's scrollWidth: scrollWidth counts the block's right padding, so a line that only
+# reaches into the padding (every glyph seen) was reported as 5 px "cut off" on one Chromium and not on another.
+# What the check allows, and why: 0.5 px for sub-pixel rounding, nothing more. The visible edge is the inner
+# edge of the border, so the padding (16 px in the book's theme, about two characters or 2.4 % of the output
+# column) is the margin that lets a line which fits in one browser's font still show every glyph in a font up
+# to 2.4 % wider; past it the block must scroll with a bar a reader can see (at least 4 px), or the test fails.
+# A line 5 % longer than its block fails (test_checks_catch_a_line_5_percent_too_long).
+OVERFLOW_TOLERANCE_PX = 0.5
+MIN_SCROLL_BAR_PX = 4
+OVERFLOW_JS = """([sel, tolerance, minBar]) => {
   const root = document.querySelector(sel) || document.body;
   const bad = [];
   for (const e of root.querySelectorAll('pre')) {
     if (e.offsetParent === null) continue;                      // hidden (e.g. a collapsed cell)
-    if (e.scrollWidth <= e.clientWidth + 1) continue;           // fits, or wraps
+    const box = e.getBoundingClientRect();
+    const edge = box.left + e.clientLeft + e.clientWidth;      // inner edge of the border, vertical bar excluded
+    if (e.scrollWidth <= e.clientWidth) continue;               // nothing reaches past the padding box
+    // the right end of the visible characters: white space is left out, as a wrapping block lets the spaces at
+    // a line's end hang past the edge, where no one misses them
+    let right = -Infinity;
+    const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      for (const m of n.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(n, m.index);
+        range.setEnd(n, m.index + m[0].length);
+        for (const r of range.getClientRects()) if (r.width > 0 && r.right > right) right = r.right;
+      }
+    }
+    const past = right + e.scrollLeft - edge;                   // as if scrolled to the start
+    if (!(past > tolerance)) continue;                          // every glyph is in sight (fits, or wraps)
     const s = getComputedStyle(e);
     const scrolls = s.overflowX === 'auto' || s.overflowX === 'scroll';
     const bar = e.offsetHeight - e.clientHeight - parseFloat(s.borderTopWidth) - parseFloat(s.borderBottomWidth);
-    if (!(scrolls && bar >= 4))
-      bad.push(`${e.scrollWidth - e.clientWidth}px cut off (overflow-x ${s.overflowX}, scroll bar ${bar}px): ` +
+    if (!(scrolls && bar >= minBar))
+      bad.push(`${Math.ceil(past)}px of text past the edge (overflow-x ${s.overflowX}, scroll bar ${bar}px): ` +
                e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 70));
   }
   return bad;
@@ -225,7 +254,7 @@ def page_problems(visit: Visit) -> list[str]:
     problems += [f"raw TeX left in the text: {m!r}" for m in math["raw"]]
     problems += [f"automatic equation number {n} (label with the paper's number, \\tag{{n}}, or none)"
                  for n in math["eqno"]]
-    problems += [f"code line {m}" for m in page.evaluate(OVERFLOW_JS, CONTENT)]
+    problems += [f"code line {m}" for m in page.evaluate(OVERFLOW_JS, [CONTENT, OVERFLOW_TOLERANCE_PX, MIN_SCROLL_BAR_PX])]
     return problems
 
 
@@ -371,6 +400,7 @@ GOOD_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><ar
 <pre>short = "line"</pre>
 <pre style="white-space: pre-wrap; overflow-wrap: anywhere; width: 300px">{long}</pre>
 <pre style="overflow-x: scroll; width: 300px">{long}</pre>
+<pre style="overflow-x: hidden; width: 40ch; padding: 0 2ch 0 0; margin: 0; border: 0">{into_padding}</pre>
 </article></body></html>"""
 
 BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
@@ -379,6 +409,15 @@ BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><
 <p>Raw: $$ x^2 $$ and <span class="math">\\(y\\)</span></p>
 <pre style="overflow: hidden; width: 300px">{long}</pre>
 <span class="eqno">(6)</span>
+</article></body></html>"""
+
+# A block exactly 40 characters wide (the ch unit: the width of one monospace character in whatever font the
+# browser picks), no padding, holding a line of 42 characters: 5 % longer than its column. Cut off, and in a
+# scrolling block whose bar a reader cannot see (an overlay bar, as some platforms draw): both must fail.
+TOO_LONG_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
+<pre style="font-family: monospace; width: 40ch; padding: 0; margin: 0; border: 0; overflow-x: hidden">{line}</pre>
+<pre style="font-family: monospace; width: 40ch; padding: 0; margin: 0; border: 0; overflow-x: auto;
+            scrollbar-width: none">{line}</pre>
 </article></body></html>"""
 
 SLIDER = """<div class="sfam-slider" style="width: 220px"><input type="range" min="0" max="2" step="1" value="0">
@@ -397,8 +436,10 @@ def fixture_site(tmp_path_factory):
     (site / "ramp.png").write_bytes(_png(64, 64, lambda x, y: (4 * x, 4 * y, 128)))
     (site / "ramp2.png").write_bytes(_png(64, 64, lambda x, y: (255 - 4 * x, 60, 4 * y)))
     (site / "white.png").write_bytes(_png(64, 64, lambda x, y: (255, 255, 255)))
-    (site / "good.html").write_text(GOOD_PAGE.format(long=long))
+    # a 41-character line in a 40-character block with two characters of right padding: every glyph is in sight
+    (site / "good.html").write_text(GOOD_PAGE.format(long=long, into_padding="y" * 41))
     (site / "broken.html").write_text(BROKEN_PAGE.format(long=long))
+    (site / "too_long.html").write_text(TOO_LONG_PAGE.format(line="z" * 42))
     page = "<!doctype html><html><body><article>{}</article>{}</body></html>"
     (site / "slider.html").write_text(page.format(SLIDER.format(first="ramp.png"), SLIDER_SCRIPT))
     (site / "dead_slider.html").write_text(page.format(SLIDER.format(first="ramp.png"), ""))
@@ -424,8 +465,19 @@ def test_checks_catch_a_broken_page(browser, fixture_site):
                      "request to a non-local host: http://example.invalid/remote.png", "HTTP 404 for",
                      "image is blank (one colour):", "white.png", "image not decoded: missing.png",
                      "raw TeX left in the text: 'Raw: $$", "math not typeset: \\(y\\)",
-                     "automatic equation number (6)", "cut off (overflow-x hidden"]:
+                     "automatic equation number (6)", "past the edge (overflow-x hidden"]:
         assert expected in problems, f"{expected!r} not reported; reported:\n{problems}"
+
+
+def test_checks_catch_a_line_5_percent_too_long(browser, fixture_site):
+    visit = Visit(browser, f"{fixture_site}/too_long.html")
+    try:
+        problems = page_problems(visit)
+    finally:
+        visit.close()
+    assert len(problems) == 2, problems
+    assert "(overflow-x hidden" in problems[0] and "(overflow-x auto, scroll bar 0px)" in problems[1], problems
+    assert all(p.startswith("code line ") and "z" * 42 in p for p in problems), problems
 
 
 def test_slider_check_passes_a_working_slider_and_catches_a_dead_one(browser, fixture_site, tmp_path):
