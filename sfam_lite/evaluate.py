@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,17 +265,19 @@ def evaluate_gpw(model, test, val_boxes, methods=tuple(METHODS), thresholds=(0.2
 SPLITS = {"frn": ("frn_test", "frn_val"), "gpw": ("retrieval_test", "retrieval_train")}
 
 
+def results_json(data: dict) -> str:
+    """``data`` as strict JSON text: NaN (e.g. the interval of a single unit) and infinities become ``null``, which
+    every JSON reader accepts (bare ``NaN``, Python's default, is rejected by ``JSON.parse`` and strict parsers)."""
+    from ._io import json_safe
+    return json.dumps(json_safe(data), indent=1, allow_nan=False)
+
+
 def _write_json(data: dict, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write strict JSON (:func:`results_json`) atomically: a temporary file in the same folder, renamed into place;
+    the file gets the user's umask."""
+    from ._io import atomic_write
+    text = results_json(data)
+    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -343,6 +342,16 @@ def _read_config(path: str) -> dict:
 
 
 def main(argv=None) -> int:
+    """``python -m sfam_lite.evaluate``. Exit status: 0 on success; 2 for bad arguments (including an ``--output``
+    that cannot be written, checked before any work) or data and models that cannot be loaded; 1 when no sample
+    could be explained, or when ``--output`` failed late (the results are then kept in the temporary folder and the
+    message says where); 130 on Ctrl-C. Each failure ends with one ``error:`` line on stderr."""
+    from .cli import run_command
+    return run_command(_main, argv)
+
+
+def _main(argv=None) -> int:
+    from .cli import _fail, check_output, one_line_warnings, write_output
     parser = argparse.ArgumentParser(prog="python -m sfam_lite.evaluate",
                                      description="Localisation of every explanation method (the paper's Tables 1-2).")
     parser.add_argument("kind", choices=("frn", "gpw"), help="few-shot FRN (Table 1) or retrieval GPW (Table 2)")
@@ -377,13 +386,25 @@ def main(argv=None) -> int:
             raise ValueError(f"unknown method(s) {unknown}; choose from {','.join(METHODS)}.")
         args.device = str(resolve_device(args.device))
         overrides = _read_config(args.config) if args.config else {}
-        result = run(args.kind, args.model, args.data_root, args.episodes, methods, tuple(args.thresholds),
-                     args.seed, args.device, not args.no_progress, args.cache, overrides, args.way, args.query,
-                     args.weights_root)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        from . import zoo
+        model_name = args.model or f"{args.kind}-synthetic"
+        if model_name in zoo.RECIPES:   # every config field's type and range, before any data is read
+            zoo.config_for(model_name, **overrides)
+        if args.output:
+            check_output(args.output, "--output")
+        with one_line_warnings():
+            result = run(args.kind, args.model, args.data_root, args.episodes, methods, tuple(args.thresholds),
+                         args.seed, args.device, not args.no_progress, args.cache, overrides, args.way, args.query,
+                         args.weights_root)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, OSError) as exc:
+        return _fail(exc, 2)
     info = result.info
+    if not info.get("explained_samples"):
+        what = (f"the model classified none of the queries of {info.get('episodes')} episode(s) correctly"
+                if result.kind == "frn" else "no test image's nearest neighbour is of its class")
+        return _fail(f"no sample was explained: {what}, and only correct samples are explained, so there is nothing "
+                     "to score (no --output written). Check the model (is it trained?) and the data, or run more "
+                     "--episodes.", 1)
     head = f"{info['model']}: {info['explained_samples']} explained samples ({info['distinct_pairs']} distinct pairs)"
     if result.kind == "frn":
         head += f" from {info['episodes']} episodes, {info['way']}-way 1-shot accuracy {100 * info['few_shot_accuracy']:.1f} %"
@@ -395,7 +416,10 @@ def main(argv=None) -> int:
             print()
             print(format_table(result, t, which))
     if args.output:
-        _write_json(result.to_json(), Path(args.output))
+        text = results_json(result.to_json())
+        problem = write_output(Path(args.output), lambda f: f.write(text), "--output")
+        if problem:
+            return _fail(problem, 1)
         print(f"\nwritten: {args.output}")
     return 0
 
