@@ -6,10 +6,13 @@ step, and only then marked. A folder without the marker is the remains of a fail
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,14 +61,89 @@ def publish(built: Path, target: Path, info: dict) -> Path:
     return target
 
 
+#: When this process started (close enough: when this module was imported); a leftover build folder older than
+#: this that no process holds locked is the remains of a killed run.
+_STARTED = time.time()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def stale_build_folders(root: Path, name: str) -> list[Path]:
+    """The ``.<name>.tmp-*`` build folders under ``root`` left by killed runs: older than this process and not locked
+    by a running build (each build holds a lock on its folder while it works)."""
+    stale = []
+    for path in sorted(Path(root).glob(f".{name}.tmp-*")):
+        try:
+            if not path.is_dir() or path.stat().st_mtime >= _STARTED:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd):
+                stale.append(path)
+        finally:
+            os.close(fd)   # closing drops the probe's lock
+    return stale
+
+
+def remove_stale_build_folders(root: Path, name: str) -> list[Path]:
+    """Delete :func:`stale_build_folders`, warn naming each, and return those that could not be deleted (they are
+    named in the warning, to be removed by hand)."""
+    stale = stale_build_folders(root, name)
+    left = []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            left.append(path)
+    if stale:
+        removed = [str(p) for p in stale if p not in left]
+        message = f"removed {len(removed)} leftover build folder(s) of a killed run: {', '.join(removed)}." \
+            if removed else ""
+        if left:
+            message += f" Could not remove {', '.join(map(str, left))}: delete by hand (`rm -rf`)."
+        warnings.warn(message.strip(), stacklevel=3)
+    return left
+
+
+@contextmanager
+def first_use_lock(root: Path, name: str = FOLDER):
+    """Hold an exclusive lock on ``root`` for building ``name`` there: a second process that builds the same folder
+    at the same time waits here, then finds the first one's complete folder instead of failing on its rename. The
+    lock is ``flock`` on the folder itself (no lock file is left behind); where the file system has no locks the
+    block runs unlocked."""
+    with disk_errors(root):
+        Path(root).mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def build_folder(root: Path, name: str):
     """A new temporary folder under ``root`` (on the same disk, so :func:`publish` can rename from it) in which
-    ``name`` is built; it is removed when the block ends, whether the build was published or failed."""
+    ``name`` is built; it is removed when the block ends, whether the build was published or failed. The folder is
+    locked while the block runs, and leftovers of killed runs (:func:`stale_build_folders`) are removed first."""
     with disk_errors(root):
         Path(root).mkdir(parents=True, exist_ok=True)
+        remove_stale_build_folders(root, name)
         work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+        fd = os.open(work, os.O_RDONLY)
+    _try_lock(fd)
     try:
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)

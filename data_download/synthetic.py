@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .birds import ATTRIBUTES, GENERA, GENUS_SIZE, PALETTE, bird_parts, class_specs  # noqa: F401 (re-exported)
 from .errors import DataError, disk_errors
-from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, publish
+from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, first_use_lock, publish, read_marker
 from .resources import DEFAULT_ROOTS
 from .scenery import background
 
@@ -49,6 +49,8 @@ __all__ = ["Params", "check_params", "generate", "read_params", "render", "rende
 
 VERSION = 1
 SUPERSAMPLE = 2
+#: Upper limits of the generation parameters: beyond them a typo (``--size 100000``) would try to allocate tens of GiB.
+MAX_SIZE, MAX_IMAGES_PER_CLASS = 2048, 10000
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,10 @@ def check_params(images_per_class: int = 40, size: int = 96, seed: int = 0, num_
     if images_per_class < 2 or size < 32 or not 1 <= num_classes <= len(GENERA) * GENUS_SIZE:
         raise DataError(f"Invalid parameters {params}: need images_per_class >= 2, size >= 32 and "
                         f"1 <= num_classes <= {len(GENERA) * GENUS_SIZE}.")
+    if size > MAX_SIZE or images_per_class > MAX_IMAGES_PER_CLASS:
+        raise DataError(f"Invalid parameters {params}: need size <= {MAX_SIZE} px and images_per_class <= "
+                        f"{MAX_IMAGES_PER_CLASS} (each image is drawn at {SUPERSAMPLE}x its size in memory, so a much "
+                        "larger size would try to allocate tens of GiB or more).")
     if seed < 0 or not 1 <= quality <= 100:
         raise DataError(f"Invalid parameters {params}: need seed >= 0 (numpy's generators take non-negative seeds) "
                         "and 1 <= quality <= 100.")
@@ -240,12 +246,21 @@ def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_cl
     root = Path(os.path.abspath(os.path.expanduser(root)))
     target = root / FOLDER
     command = f"synthetic --root {root}"
-    info = check_absent_or_complete(target, command)
-    if info is not None:
-        if info.get("params") != asdict(params):
-            raise DataError(f"{target} holds a synthetic benchmark with other parameters ({info.get('params')}). "
-                            f"Use another --root, or delete {target} and run the command again.")
-        return target, False
+    info = read_marker(target)
+    if info is None:   # not complete yet: build it, holding the root's lock (a second process waits, then reuses it)
+        with first_use_lock(root):
+            info = check_absent_or_complete(target, command)
+            if info is None:
+                _build(root, target, params, workers, progress)
+                return target, True
+    if info.get("params") != asdict(params):
+        raise DataError(f"{target} holds a synthetic benchmark with other parameters ({info.get('params')}). "
+                        f"Use another --root, or delete {target} and run the command again.")
+    return target, False
+
+
+def _build(root: Path, target: Path, params: Params, workers: int | None, progress: bool) -> None:
+    images_per_class, num_classes, seed = params.images_per_class, params.num_classes, params.seed
     specs = class_specs(num_classes, seed)
     with build_folder(root, FOLDER) as work, disk_errors(work):
         folder = work / FOLDER
@@ -271,7 +286,6 @@ def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_cl
         _write_tables(folder, params, specs, written)
         publish(folder, target, {"name": "synthetic CUB-layout benchmark", "params": asdict(params),
                                  "images": int(len(ids))})
-    return target, True
 
 
 def read_params(root: str | os.PathLike) -> Params:
