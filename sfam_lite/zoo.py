@@ -169,6 +169,11 @@ def read_checkpoint(path: Path, verify: bool = False):
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():   # not a refused class but bytes that are no pickle at all
+            raise CheckpointError(f"the checkpoint {path} cannot be read as a checkpoint (it is not a torch file: "
+                                  f"{' '.join(str(exc).split()[-12:])[:160]}): it is damaged or truncated, or another "
+                                  "kind of file. Delete it and load the model again (the zoo retrains its own models; "
+                                  "get a released one again with python -m data_download).") from None
         raise ValueError(f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
                          f"containers, which could run code when loaded (torch.load weights_only=True said: "
                          f"{str(exc).splitlines()[0]}). Use a checkpoint saved as a plain state_dict.") from None
