@@ -153,13 +153,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = 
 @dataclass
 class Result:
     """Per-method IoUs of one evaluation: ``query`` / ``support`` map each method key to a ``(T, n)`` array (None:
-    not applicable), for ``thresholds``; ``groups`` the episode of each sample (few-shot) or None."""
+    not applicable), for ``thresholds``; ``groups`` the episode of each sample (few-shot) or None; ``query_images``
+    the test-set index of each sample's query image, so that intervals can be clustered by image or class
+    (:func:`sfam_lite.metrics.clustered_interval`): in few-shot episodes one image is drawn many times."""
     kind: str
     thresholds: tuple
     query: dict
     support: dict
     groups: np.ndarray | None
     info: dict = field(default_factory=dict)
+    query_images: np.ndarray | None = None
 
     def table(self, threshold: float | None = None, which: str = "query") -> dict:
         """``{method: summary or None}`` at ``threshold`` (default: the first)."""
@@ -219,7 +222,7 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
     support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
                  "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1]})
-    return Result(setup.kind, tuple(thresholds), query, support, groups, info)
+    return Result(setup.kind, tuple(thresholds), query, support, groups, info, q_idx.cpu().numpy())
 
 
 @torch.no_grad()

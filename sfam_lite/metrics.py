@@ -84,6 +84,31 @@ def mean_and_interval(values: torch.Tensor) -> tuple[float, float]:
     return mean, half
 
 
+def clustered_interval(values, clusters) -> tuple[float, float, int]:
+    """Mean of ``values`` and the half-width of its 95 % interval when the samples of one cluster are not
+    independent (the same query image drawn in several episodes, or the images of one class), and the number of
+    clusters G. The interval is the cluster-robust (sandwich) one, normal quantile:
+    ``1.96 · sqrt(G / (G − 1) · Σ_g (Σ_{i in g} (x_i − x̄))² / n²)``; with one sample per cluster it is exactly
+    :func:`mean_and_interval`'s ``1.96 · s / √n``. ``values`` and ``clusters`` (any hashable labels) are 1-d of
+    one length; at least 2 clusters are needed."""
+    import numpy as np
+    if not isinstance(values, torch.Tensor):   # as mean_and_interval: lists and arrays are taken in float64
+        values = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    x = as_float_tensor(values, "values").double().flatten().numpy()
+    labels = np.asarray(clusters).reshape(-1)
+    if labels.shape != x.shape:
+        raise ValueError(f"clusters must give one label per value: {labels.shape[0]} labels for {x.shape[0]} values.")
+    check_finite(torch.from_numpy(x), "values", hint="Remove or explain them before averaging.")
+    _, inverse = np.unique(labels, return_inverse=True)
+    g = int(inverse.max()) + 1 if len(x) else 0
+    if g < 2:
+        raise ValueError(f"values fall into {g} cluster(s); a clustered interval needs at least 2.")
+    mean = float(x.mean())
+    sums = np.bincount(inverse, x - mean, minlength=g)
+    variance = g / (g - 1) * float((sums ** 2).sum()) / len(x) ** 2
+    return mean, 1.96 * math.sqrt(variance), g
+
+
 def box_masks(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``(B, H, W)`` masks of the pixels whose centres lie inside the ``(B, 4)`` boxes ``(x, y, w, h)``.
     Boxes need finite coordinates and positive width and height; they may reach outside the image."""

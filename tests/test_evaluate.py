@@ -37,9 +37,26 @@ def test_maps_that_are_the_box_score_one_and_the_centre_box_scores_its_own_iou()
     result = _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, None, ("sfam", "ram", "centre-box"), (0.5,),
                              ((8.0, 6.0), 0.25), 0, (size, size), False, {})
     assert np.allclose(result.query["sfam"], 1) and np.allclose(result.query["ram"], 1)
+    assert result.query_images.tolist() == q_idx.tolist()
     assert np.allclose(result.support["ram"], 1)
     centre = np.array([size / 2 - 4, size / 2 - 3, 8, 6])
     assert np.allclose(result.query["centre-box"][0], [iou(centre, b) for b in boxes.numpy()])
+
+
+def test_each_sample_keeps_its_query_image_when_pairs_repeat():
+    """Pairs explained once per distinct pair and spread back to the samples: a sample's IoU and its query image
+    stay together (a query image drawn three times, against two supports)."""
+    g = torch.Generator().manual_seed(1)
+    size = 16
+    maps = torch.rand(5, 3, size, size, generator=g)
+    boxes = torch.tensor([[2.0, 2.0, 8.0, 8.0]]).repeat(5, 1)
+    q_idx, s_idx = torch.tensor([3, 1, 3, 3, 0]), torch.tensor([4, 2, 4, 2, 1])
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    result = _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, None, ("sfam",), (0.2,), ((8.0, 6.0), 0.25), 0,
+                             (size, size), False, {})
+    assert result.query_images.tolist() == [3, 1, 3, 3, 0]
+    assert result.query["sfam"][0, 0] == result.query["sfam"][0, 2]        # the same pair (3, 4) twice
+    assert result.info["distinct_pairs"] == 4
 
 
 def test_summary_intervals_against_plain_loops():

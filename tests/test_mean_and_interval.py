@@ -92,3 +92,55 @@ def test_inputs_other_than_float64_tensors():
 def test_bad_values_are_refused_with_the_reason(values, message):
     with pytest.raises(ValueError, match=message):
         mean_and_interval(torch.tensor(values, dtype=torch.float64))
+
+
+# -- clustered_interval: the sandwich interval when samples share a cluster ------------------------------------
+
+def clustered_loop(values, clusters):
+    """The documented sandwich formula, one cluster at a time in Python floats."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    sums = {}
+    for v, c in zip(values, clusters):
+        sums[c] = sums.get(c, 0.0) + (v - mean)
+    g = len(sums)
+    return mean, 1.96 * math.sqrt(g / (g - 1) * math.fsum(t * t for t in sums.values()) / n ** 2), g
+
+
+def test_clustered_interval_matches_a_loop():
+    from sfam_lite.metrics import clustered_interval
+    rng = np.random.default_rng(3)
+    values = rng.random(200)
+    clusters = rng.integers(0, 23, size=200)
+    got, want = clustered_interval(values, clusters), clustered_loop(values.tolist(), clusters.tolist())
+    assert got[2] == want[2] == len(set(clusters.tolist()))
+    assert got[0] == pytest.approx(want[0], rel=1e-12) and got[1] == pytest.approx(want[1], rel=1e-12)
+
+
+def test_clustered_interval_with_one_sample_per_cluster_is_the_plain_interval():
+    from sfam_lite.metrics import clustered_interval
+    values = np.random.default_rng(4).random(57)
+    mean, half, g = clustered_interval(values, np.arange(57))
+    assert g == 57 and (mean, half) == pytest.approx(interval_loop(values.tolist()), rel=1e-12)
+
+
+def test_clustered_interval_is_wider_when_a_sample_is_repeated_in_its_cluster():
+    """The same values drawn twice each: counted as independent the interval shrinks by about √2; clustered by
+    the value they repeat it stays what the distinct values give."""
+    from sfam_lite.metrics import clustered_interval
+    values = np.random.default_rng(5).random(80)
+    twice, which = np.repeat(values, 2), np.repeat(np.arange(80), 2)
+    _, naive = mean_and_interval(torch.from_numpy(twice))
+    _, clustered, _ = clustered_interval(twice, which)
+    _, alone, _ = clustered_interval(values, np.arange(80))
+    assert clustered == pytest.approx(alone, rel=1e-12) and clustered > 1.3 * naive
+
+
+def test_clustered_interval_refuses_bad_input():
+    from sfam_lite.metrics import clustered_interval
+    with pytest.raises(ValueError, match="one label per value"):
+        clustered_interval(np.zeros(4), np.zeros(3))
+    with pytest.raises(ValueError, match="at least 2"):
+        clustered_interval(np.arange(4.0), np.zeros(4))
+    with pytest.raises(ValueError, match="NaN|finite"):
+        clustered_interval(np.array([0.0, np.nan, 1.0]), np.arange(3))
