@@ -95,11 +95,14 @@ def reference_priors(val_boxes: torch.Tensor, size: tuple[int, int], threshold: 
 
 
 def localisation_ious(explainer, query_features, support_features, query_boxes, support_boxes, size,
-                      thresholds=(0.2,), batch: int = 512, progress: bool = False, desc: str = ""):
+                      thresholds=(0.2,), batch: int = 512, progress: bool = False, desc: str = "",
+                      box_rule: dict | None = None):
     """IoU of each query map and support map with its box, per threshold: two ``(T, n)`` arrays.
 
     ``query_features`` ``(n, N, h, w)``, ``support_features`` ``(n, K, N, h, w)``, boxes ``(n, 4)`` and
-    ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to."""
+    ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to; ``box_rule``: keyword arguments of
+    :func:`sfam_lite.localization.boxes_from_maps` (``largest_component``, ``relative_to``), the book's protocol
+    when None."""
     from tqdm.auto import tqdm
     n, k = support_features.shape[:2]
     q_iou = np.zeros((len(thresholds), n))
@@ -109,8 +112,9 @@ def localisation_ious(explainer, query_features, support_features, query_boxes, 
         out = explainer.explain_features(query_features[i:i + batch], support_features[i:i + batch], size=size)
         q_maps, s_maps = out.query_maps.detach().float().cpu(), out.support_maps.detach().float().cpu().flatten(0, 1)
         for t, thr in enumerate(thresholds):
-            q_iou[t, i:i + batch] = iou(boxes_from_maps(q_maps, thr), qb[i:i + batch])
-            s_iou[t, i:i + batch] = iou(boxes_from_maps(s_maps, thr).reshape(-1, k, 4), sb[i:i + batch])
+            q_iou[t, i:i + batch] = iou(boxes_from_maps(q_maps, thr, **(box_rule or {})), qb[i:i + batch])
+            s_iou[t, i:i + batch] = iou(boxes_from_maps(s_maps, thr, **(box_rule or {})).reshape(-1, k, 4),
+                                        sb[i:i + batch])
     return q_iou, s_iou.mean(-1)
 
 
@@ -196,7 +200,7 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
 
 
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
-                    info, chunk: int = 4096) -> Result:
+                    info, chunk: int = 4096, box_rule: dict | None = None) -> Result:
     """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time."""
     from tqdm.auto import tqdm
     n_images = len(maps)
@@ -213,7 +217,7 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
         q_maps, s_maps, q_box, s_box = maps[q], maps[s][:, None], boxes[q], boxes[s][:, None]
         for m, e in active.items():
             q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk] = localisation_ious(
-                e, q_maps, s_maps, q_box, s_box, size, thresholds)
+                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule)
             steps.update(len(q))
         del q_maps, s_maps
         release_freed_memory()
@@ -221,16 +225,18 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
     query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
-                 "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1]})
+                 "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1],
+                 "box_rule": dict(box_rule or {})})
     return Result(setup.kind, tuple(thresholds), query, support, groups, info, q_idx.cpu().numpy())
 
 
 @torch.no_grad()
 def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=tuple(METHODS), thresholds=(0.2,),
-                 seed: int = 0, progress: bool = False, way: int = 5, query: int = 16) -> Result:
+                 seed: int = 0, progress: bool = False, way: int = 5, query: int = 16,
+                 box_rule: dict | None = None) -> Result:
     """Few-shot localisation of FRN on ``test`` (an :class:`sfam_lite.evaluation.EvalSet` of the test classes) in
     ``way``-way 1-shot episodes with ``query`` queries per class; the reference priors come from ``val_boxes``
-    (boxes of the validation classes)."""
+    (boxes of the validation classes); ``box_rule``: as in :func:`localisation_ious`."""
     from .evaluation import few_shot_pairs, forward_with_features
     setup = setup_for(model, "frn")
     device = next(model.parameters()).device
@@ -244,14 +250,14 @@ def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=tuple(MET
             "query": query, "seed": seed,
             "few_shot_accuracy": float(correct.double().mean())}
     return _evaluate_pairs(setup, maps, test.boxes, q_idx[correct], s_idx[correct], groups, methods, thresholds,
-                           reference_priors(val_boxes, size), seed, size, progress, info)
+                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule)
 
 
 @torch.no_grad()
 def evaluate_gpw(model, test, val_boxes, methods=tuple(METHODS), thresholds=(0.2,), seed: int = 0,
-                 progress: bool = False, every: int = 1) -> Result:
+                 progress: bool = False, every: int = 1, box_rule: dict | None = None) -> Result:
     """Retrieval localisation of GPW on ``test``: every image against its top-1 neighbour, correct pairs only
-    (``every``: only every n-th of them, for quick curves)."""
+    (``every``: only every n-th of them, for quick curves; ``box_rule``: as in :func:`localisation_ious`)."""
     from .evaluation import forward_with_features, retrieval_pairs
     setup = setup_for(model, "gpw")
     device = next(model.parameters()).device
@@ -260,7 +266,7 @@ def evaluate_gpw(model, test, val_boxes, methods=tuple(METHODS), thresholds=(0.2
     size = tuple(test.images.shape[-2:])
     info = {"model": getattr(model, "meta", {}).get("name"), "seed": seed, "recall_at_1": float(hit.double().mean())}
     return _evaluate_pairs(setup, maps, test.boxes, q_idx[hit][::every], top[hit][::every], None, methods, thresholds,
-                           reference_priors(val_boxes, size), seed, size, progress, info)
+                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule)
 
 
 # -- the command ---------------------------------------------------------------------------------------

@@ -157,7 +157,28 @@ def _largest_components(keep: np.ndarray, labels: np.ndarray | None = None) -> n
     return labels == best.astype(labels.dtype)[:, None, None]
 
 
-def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True) -> np.ndarray:
+def _kept_relative_to_max(chunk: np.ndarray, threshold: float, start: int = 0) -> np.ndarray:
+    """``chunk >= threshold · max`` per map (float64), the CAM convention without the min subtraction; a map whose
+    maximum is not positive keeps its maximal pixels (an all-zero map keeps every pixel, as a constant map does
+    under min-max). ``start`` numbers the maps in errors."""
+    values = chunk.astype(np.float64, copy=False)
+    hi = values.max(axis=(1, 2))
+    finite = np.isfinite(values).all(axis=(1, 2))
+    if not finite.all():
+        bad = (start + np.flatnonzero(~finite)).tolist()
+        raise ValueError(f"maps holds NaN or infinite values in map(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}; "
+                         f"the protocol needs finite maps. Check the model's input and weights.")
+    cut = np.where(hi > 0, threshold * hi, hi)
+    return values >= cut[:, None, None]
+
+
+#: how :func:`boxes_from_maps` sets each map's threshold: relative to its range (min-max, the book's protocol)
+#: or to its maximum (keep pixels >= threshold x max, the usual CAM convention)
+RELATIVE_TO = ("range", "max")
+
+
+def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True,
+                    relative_to: str = "range") -> np.ndarray:
     """Localisation boxes ``(x, y, w, h)`` (pixel edges, float64) of explanation maps: ``(B, 4)``.
 
     ``maps`` is a ``(B, H, W)`` torch tensor (any device or dtype; it is detached) or array; one ``(H, W)``
@@ -165,8 +186,14 @@ def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True
     a constant map becomes ones), the pixels ``>= threshold`` are kept, and the box is that of the largest
     8-connected component (ties: the component whose first pixel comes first in row-major order), or, with
     ``largest_component=False``, of all kept pixels. An empty batch gives ``(0, 4)``.
+    ``relative_to="max"`` keeps the pixels ``>= threshold · max`` instead (no min subtraction; chapter 7 shows
+    what the choice does to the tables).
     """
     threshold = _check_threshold(threshold)
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {RELATIVE_TO} (the threshold relative to the map's range, "
+                         f"as the book's protocol, or to its maximum), got {relative_to!r}.")
+    kept = _kept_pixels if relative_to == "range" else _kept_relative_to_max
     t, single = _as_maps(maps)
     if len(t) == 0:
         return np.zeros((0, 4))
@@ -174,7 +201,7 @@ def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True
     labels = np.empty((min(per_chunk, len(t)), *t.shape[1:]), dtype=np.int32)   # reused: no allocation per chunk
     boxes = []
     for start in range(0, len(t), per_chunk):               # chunks of maps: cache locality, bounded memory
-        keep = _kept_pixels(t[start:start + per_chunk], threshold, start)
+        keep = kept(t[start:start + per_chunk], threshold, start)
         if largest_component:
             keep = _largest_components(keep, labels[:len(keep)])
         boxes.append(_bounding_boxes(keep))

@@ -129,3 +129,19 @@ def test_command_without_cuda_says_so_in_one_line(monkeypatch, capsys):
     assert main(["frn", "--device", "cuda", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: device 'cuda': no CUDA device") and err.count("\n") == 1
+
+
+def test_box_rule_reaches_the_boxes():
+    """Feature maps on a raised floor with a peak inside the box: the book's min-max rule keeps only the peak,
+    0.2 x max keeps the whole image; the IoUs are those of these boxes, computed here by hand."""
+    size, n = 12, 3
+    maps = torch.full((n, 2, size, size), 5.0)
+    maps[:, :, 4:8, 4:8] = 6.0
+    boxes = torch.tensor([[4.0, 4.0, 4.0, 4.0]]).repeat(n, 1)
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    q_idx, s_idx = torch.arange(n), torch.roll(torch.arange(n), 1)
+    run = lambda rule: _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, None, ("ram",), (0.2,), ((8.0, 6.0), 0.25),
+                                       0, (size, size), False, {}, box_rule=rule)
+    assert np.allclose(run(None).query["ram"], 1.0)
+    whole = run({"relative_to": "max"})
+    assert np.allclose(whole.query["ram"], 16 / 144) and whole.info["box_rule"] == {"relative_to": "max"}

@@ -18,10 +18,17 @@ def normalised_keep(m: np.ndarray, threshold: float) -> np.ndarray:
     return np.ones(m.shape, bool) if hi == lo else (m - lo) / (hi - lo) >= threshold
 
 
-def brute_force_box(m: np.ndarray, threshold: float) -> list[float]:
+def keep_relative_to_max(m: np.ndarray, threshold: float) -> np.ndarray:
+    """Pixel by pixel: value >= threshold x max; where the maximum is not positive, the pixels equal to it."""
+    m = np.asarray(m, dtype=np.float64)
+    hi = m.max()
+    return np.array([[v >= (threshold * hi if hi > 0 else hi) for v in row] for row in m], dtype=bool)
+
+
+def brute_force_box(m: np.ndarray, threshold: float, keep_rule=normalised_keep) -> list[float]:
     """Normalise, threshold, flood-fill 8-connected components in row-major order, keep the largest
     (the first found among equals), return its bounding box."""
-    keep = normalised_keep(m, threshold)
+    keep = keep_rule(m, threshold)
     seen = np.zeros(m.shape, bool)
     best: list[tuple[int, int]] = []
     for r0 in range(m.shape[0]):
@@ -46,9 +53,9 @@ def brute_force_box(m: np.ndarray, threshold: float) -> list[float]:
     return [min(cols), min(rows), max(cols) - min(cols) + 1, max(rows) - min(rows) + 1]
 
 
-def plain_box(m: np.ndarray, threshold: float) -> list[float]:
+def plain_box(m: np.ndarray, threshold: float, keep_rule=normalised_keep) -> list[float]:
     """The box around every kept pixel, by looping over the pixels."""
-    keep = normalised_keep(m, threshold)
+    keep = keep_rule(m, threshold)
     pts = [(r, c) for r in range(m.shape[0]) for c in range(m.shape[1]) if keep[r, c]]
     rows, cols = [r for r, _ in pts], [c for _, c in pts]
     return [min(cols), min(rows), max(cols) - min(cols) + 1, max(rows) - min(rows) + 1]
@@ -326,3 +333,38 @@ def test_kept_pixels_of_integer_and_half_precision_maps():
     for maps in (m, m.astype(np.float16), m.astype(bool)):
         np.testing.assert_array_equal(_kept_pixels(maps, 0.5),
                                       np.stack([normalised_keep(x.astype(np.float64), 0.5) for x in maps]))
+
+
+# --- the threshold relative to the maximum (the CAM convention, chapter 7's protocol variants) -------------
+
+@settings(max_examples=120, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), b=st.integers(1, 5), h=st.integers(1, 16), w=st.integers(1, 16),
+       t=st.sampled_from([0.0, 0.2, 0.5, 0.9, 1.0]), offset=st.sampled_from([0.0, -0.3, 2.0]))
+def test_relative_to_max_matches_a_loop(seed, b, h, w, t, offset):
+    maps = random_maps(np.random.default_rng(seed), b, h, w) + offset
+    assert boxes_from_maps(maps, t, relative_to="max").tolist() == [
+        brute_force_box(m, t, keep_relative_to_max) for m in maps]
+    assert boxes_from_maps(maps, t, largest_component=False, relative_to="max").tolist() == [
+        plain_box(m, t, keep_relative_to_max) for m in maps]
+
+
+def test_relative_to_max_differs_from_min_max_where_the_minimum_is_high():
+    """A map on a raised floor: min-max keeps only the peak, 0.2 x max keeps everything."""
+    m = np.full((6, 6), 5.0)
+    m[2, 3] = 6.0
+    assert boxes_from_maps(m, 0.2).tolist() == [3, 2, 1, 1]
+    assert boxes_from_maps(m, 0.2, relative_to="max").tolist() == [0, 0, 6, 6]
+
+
+def test_relative_to_max_of_maps_without_a_positive_value():
+    zero, negative = np.zeros((4, 5)), -np.ones((4, 5))
+    negative[1, 2] = -0.5
+    assert boxes_from_maps(zero, 0.2, relative_to="max").tolist() == [0, 0, 5, 4]
+    assert boxes_from_maps(negative, 0.2, relative_to="max").tolist() == [2, 1, 1, 1]
+
+
+def test_relative_to_is_checked():
+    with pytest.raises(ValueError, match="relative_to must be one of"):
+        boxes_from_maps(np.ones((3, 3)), 0.2, relative_to="min")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        boxes_from_maps(np.array([[0.0, np.nan], [1.0, 2.0]]), 0.2, relative_to="max")
