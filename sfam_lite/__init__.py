@@ -4,20 +4,23 @@
 * :func:`sfam_map` — the explanation map (Eq. 3 / Eq. 6).
 * :class:`SFAM` — the explainer for any ``nn.Module``, via a forward hook on a target layer.
 * :class:`RAM`, :class:`CGRAM`, :class:`GradFAM`, :class:`Decomposition` — the paper's baselines
-  (:mod:`sfam_lite.baselines`); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
+  (:mod:`sfam_lite.baselines`), beside SFAM's own ablations :class:`AllOnes` (every weight 1) and :class:`RawCIS`
+  (no Eq. 4); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
   image-independent reference maps (:mod:`sfam_lite.references`).
 * :mod:`sfam_lite.localization` and :mod:`sfam_lite.evaluate` — the localisation protocol and the paper's
   Tables 1-2 (§4.3); :mod:`sfam_lite.sanity` — randomisation checks (§4.4) and deletion/insertion curves.
 * :mod:`sfam_lite.slider` — a self-contained HTML slider over pre-rendered frames (works without a kernel);
   :mod:`sfam_lite.explorer` — the interactive explorer of chapter 9 (ipywidgets, imported only when used).
+* :mod:`sfam_lite.similarity` — the support-swap test of chapter 10 (does a map show what the query shares with the
+  support?); :mod:`sfam_lite.position_cis` — the book's extension tested there, CIS per query position.
 """
 from . import cis
 from .explainer import SFAM, Explanation, PairContext, PairExplainer
-from .baselines import CGRAM, RAM, Decomposition, GradFAM
+from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 from .maps import minmax_normalize, sfam_map, upsample
 
-__all__ = ["cis", "plotting", "SFAM", "RAM", "CGRAM", "GradFAM", "Decomposition", "CentreBoxMap",
+__all__ = ["cis", "plotting", "SFAM", "RAM", "CGRAM", "GradFAM", "Decomposition", "AllOnes", "RawCIS", "CentreBoxMap",
            "CentredGaussianMap", "RandomMap", "Explanation", "PairContext", "PairExplainer", "sfam_map",
            "upsample", "minmax_normalize"]
 __version__ = "0.1.0"

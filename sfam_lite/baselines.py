@@ -186,3 +186,35 @@ class Decomposition(PairExplainer):
         peak = p.flatten(2).amax(-1)[:, :, None, None, None, None]
         p = torch.where(peak > 0, p / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(p)).clamp_min(0)
         return p.sum(dim=(1, 4, 5)), p.sum(dim=(2, 3))
+
+
+# -- SFAM's own ablations (chapter 10): what Eq. 4's min-max stretch and the support add to the channel sum -----
+
+from .explainer import SFAM  # noqa: E402  (appended with the two rows below)
+
+
+class AllOnes(PairExplainer):
+    """SFAM with every ``Norm(ω_n) = 1``: Eq. 3 with unit weights, the plain channel sum ``L_ij = Σ_n A^n_ij``.
+
+    It ignores the support image entirely. Since Eq. 4 maps the closest channel to 1 and most others near it
+    (``Norm(ω_n) = (max d − d_n) / (max d − min d)``, chapter 10), SFAM's map differs from this one only by how far
+    its weights fall below 1. As SFAM, it returns Eq. 3 without rectification."""
+
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg"):
+        super().__init__(model, target_layer, pool)
+
+    def channel_weights(self, ctx):
+        return torch.ones_like(ctx.query_vectors), None, None
+
+
+class RawCIS(SFAM):
+    """SFAM without Eq. 4: Eq. 3 with the raw CIS ``ω_n`` of Eq. 2 (``metric="euclidean"``) or Eq. 5
+    (``"cosine"``) as channel weights, ``L_ij = Σ_n ω_n A^n_ij`` (:func:`sfam_lite.cis.contribution_scores`).
+
+    ``ω_n = 1/(N − 1) − d_n / ((N − 1) D)``: every weight is the same constant minus the channel's share of the
+    distance, so the map is ``(Σ_n A^n − Σ_n (d_n / D) A^n) / (N − 1)``, the channel sum minus the distance's
+    channel-weighted map. The weights are the ``scores`` SFAM reports; only Eq. 4's stretch is left out."""
+
+    def channel_weights(self, ctx):
+        _, _, scores = super().channel_weights(ctx)
+        return scores, None, scores
