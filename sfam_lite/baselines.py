@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .explainer import FeatureCapture, PairContext, PairExplainer, _pool_spatial
+from .explainer import SFAM, FeatureCapture, PairContext, PairExplainer, _pool_spatial
 
 
 def cosine_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
@@ -189,8 +189,6 @@ class Decomposition(PairExplainer):
 
 
 # -- SFAM's own ablations (chapter 10): what Eq. 4's min-max stretch and the support add to the channel sum -----
-
-from .explainer import SFAM  # noqa: E402  (appended with the two rows below)
 
 
 class AllOnes(PairExplainer):

@@ -22,16 +22,19 @@ import torch
 from torch import nn
 
 from ._checks import check_device
-from .baselines import CGRAM, RAM, Decomposition, GradFAM
+from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
 from .explainer import SFAM
 from .evaluation import release_freed_memory
 from .localization import boxes_from_maps, iou
 from .metrics import mean_and_interval
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
-#: method key → name printed in the tables, in the paper's order, then the image-independent references
-METHODS = {"sfam": "SFAM", "ram": "RAM", "cgram": "CG-RAM", "gradfam": "Grad-FAM", "decomposition": "Decomposition",
+#: method key → name printed in the tables: SFAM, its two ablations (chapter 10: every weight 1, and Eq. 2 / 5
+#: without Eq. 4's stretch), the paper's baselines in its order, then the image-independent references
+METHODS = {"sfam": "SFAM", "ones": "all-ones", "raw-cis": "raw CIS", "ram": "RAM", "cgram": "CG-RAM",
+           "gradfam": "Grad-FAM", "decomposition": "Decomposition",
            "centre-box": "centre box", "gaussian": "centred Gaussian", "random": "random map"}
+ABLATIONS = ("ones", "raw-cis")
 REFERENCES = ("centre-box", "gaussian", "random")
 #: the σ (fraction of the width) the centred Gaussian may take; the best on the validation boxes is used
 GAUSSIAN_SIGMAS = (1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2)
@@ -73,6 +76,8 @@ def build_explainers(setup: ModelSetup, methods, box_size, sigma: float, seed: i
         raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}.")
     make = {
         "sfam": lambda: SFAM(None, metric=setup.metric),
+        "ones": lambda: AllOnes(None),
+        "raw-cis": lambda: RawCIS(None, metric=setup.metric),
         "ram": lambda: RAM(None),
         "cgram": lambda: CGRAM(None, head=setup.head),
         "gradfam": lambda: GradFAM(None, head=setup.head),

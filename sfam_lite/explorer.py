@@ -36,7 +36,7 @@ from torch import nn
 
 from ._checks import check_choice, check_finite, check_int
 from .cis import METRICS
-from .evaluate import CURVE_THRESHOLDS, METHODS, REFERENCES, ModelSetup, build_explainers
+from .evaluate import ABLATIONS, CURVE_THRESHOLDS, METHODS, REFERENCES, ModelSetup, build_explainers
 from .explainer import FeatureCapture, eval_mode
 from .localization import _check_threshold, _kept_pixels, _largest_components, boxes_from_maps, iou
 from .maps import minmax_normalize
@@ -292,9 +292,10 @@ class Explorer:
         self._cache: OrderedDict = OrderedDict()
 
     def methods(self, model: str) -> tuple[str, ...]:
-        """The method keys offered for ``model``: SFAM and the baselines, and the references if it has priors."""
+        """The method keys offered for ``model``: SFAM and the paper's baselines (not SFAM's ablations, which
+        chapter 10 studies), and the references if it has priors."""
         g = self._gallery(model)
-        return tuple(m for m in METHODS if m not in REFERENCES or g.priors is not None)
+        return tuple(m for m in METHODS if m not in ABLATIONS and (m not in REFERENCES or g.priors is not None))
 
     def _gallery(self, model: str) -> Gallery:
         return self.galleries[check_choice(model, "model", self.galleries)]
