@@ -132,12 +132,14 @@ class FeatureCapture:
         """Forget the previous forward pass (call before running the model when not using :meth:`run`)."""
         self.output, self.calls, self._seen_version = None, 0, None
 
-    def check(self, name: str = "the target layer") -> torch.Tensor:
-        """The captured output after a forward pass; ``RuntimeError`` if the layer did not run, ran more than once,
-        or its output was modified in place after it returned."""
+    def check(self, name: str | None = None) -> torch.Tensor:
+        """The captured output after a forward pass; ``RuntimeError`` if the layer (called ``name`` in the messages;
+        default: the target layer) did not run, ran more than once, or its output was modified in place after it
+        returned."""
         if self.output is None:
-            raise RuntimeError(f"{name} did not run during the model's forward pass; "
-                               "pass a module that the model actually calls.")
+            what = "the target layer did not run" if name is None else f"{name} did not run"
+            raise RuntimeError(f"{what} during the model's forward pass; pass a module that the model actually calls.")
+        name = name or "the target layer"
         if self.calls > 1:
             raise RuntimeError(f"{name} ({self._layer_name}) ran {self.calls} times in one forward pass (a "
                                "module used at several places); its feature map is ambiguous. Choose a module that "
