@@ -15,6 +15,7 @@ global average pool they coincide up to scale (chapter 5 shows it).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -134,6 +135,14 @@ class GradFAM(PairExplainer):
         return self._embedding.output
 
     def target(self, query_output, support_output):
+        e_q = _pool_spatial(query_output) if query_output.ndim == 4 else query_output.flatten(1)
+        norms = e_q.detach().norm(dim=-1)
+        if len(norms) and bool(((norms - 1).abs() < 1e-4).all()):
+            warnings.warn("Grad-FAM differentiates the norm of the embedding, but every embedding it reads has norm "
+                          "1 (the model L2-normalises its output), so the gradient vanishes and the maps are "
+                          "rounding noise. Pass embedding_layer=, the module whose output is the embedding before "
+                          "the normalisation (for sfam_lite.models.GPWEmbedding, model.embed), or, for "
+                          "explain_features, a head= that stops before it.", UserWarning, stacklevel=4)
         return embedding_norm_target(query_output, support_output)
 
     def channel_weights(self, ctx):

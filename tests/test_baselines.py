@@ -1,5 +1,7 @@
 """The baselines (RAM, CG-RAM, Grad-FAM, Decomposition) and the reference maps, against plain loops,
 hand-written autograd and pytorch-grad-cam."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -112,7 +114,7 @@ def test_cgram_weights_are_mean_gradients_of_the_cosine(tiny):
 
 def test_gradient_methods_shared_support_equals_support_per_query(tiny):
     q, s = images(3, 3, 8, 8), images(2, 3, 8, 8, seed=2)
-    for cls in (CGRAM, GradFAM):
+    for cls in (CGRAM, lambda m, layer: GradFAM(m, layer, embedding_layer=m.embed)):
         with cls(tiny, tiny.body) as e:
             shared, per_query = e(q, s), e(q, s.expand(3, -1, -1, -1, -1))
         assert torch.allclose(shared.query_maps, per_query.query_maps)
@@ -128,9 +130,14 @@ def test_gradfam_differentiates_the_raw_embedding_norm(tiny):
     a = tiny.body(q).detach().requires_grad_(True)
     grad = torch.autograd.grad(tiny.raw(a).norm(dim=-1).sum(), a)[0]
     assert torch.allclose(out.weights, grad.mean(dim=(-2, -1)), atol=1e-12)
-    # after the L2 normalisation the norm is 1: the gradient, hence the map, vanishes
+    # after the L2 normalisation the norm is 1: the gradient, hence the map, vanishes, and the user is told so
     with GradFAM(tiny, tiny.body) as normalised:
-        assert normalised(q, s).weights.abs().max() < 1e-10
+        with pytest.warns(UserWarning, match="every embedding it reads has norm 1.*embedding_layer="):
+            weights = normalised(q, s).weights
+        assert weights.abs().max() < 1e-10
+    with GradFAM(tiny, tiny.body, embedding_layer=tiny.embed) as raw, warnings.catch_warnings():
+        warnings.simplefilter("error")          # the raw embedding: no warning
+        raw(q, s)
 
 
 # --- cached features: the same explanations without running the backbone ----------------------------
