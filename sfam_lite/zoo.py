@@ -266,39 +266,70 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     else:
         dataset = CUB200(root, split=split, transform=_cub_transform(config))
     path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
-    record, problem = None, None
-    if path.exists():
-        try:
-            record = read_checkpoint(path, verify=True)
-            model = _build(name, config)
-            model.load_state_dict(record["state_dict"])
-        except (CheckpointError, RuntimeError) as exc:   # RuntimeError: state_dict keys or shapes of another model
-            warnings.warn(f"{' '.join(str(exc).split())} Training it again; the new checkpoint replaces it.",
-                          stacklevel=2)
-            record = None
+    record, model, problem = *_cached(name, config, path), None
     if record is None:
-        images, labels = _training_images(dataset, synthetic, progress)
-        trainer = train_frn if name.startswith("frn") else train_gpw
-        start = time.perf_counter()
-        model, history = trainer(images, labels, config, progress=progress, device=device)
-        record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                  "config": asdict(config), "history": history, "name": name,
-                  "train_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
-        try:
-            save_checkpoint(record, path)
-        except OSError as exc:   # the trained model must not be lost: keep it in the temporary folder instead
-            from ._io import keep_elsewhere
-            kept = keep_elsewhere(lambda f: torch.save({**record, DIGEST_KEY: record_digest(record)}, f), path.name)
-            problem = (f"cannot write the checkpoint {path} ({exc.strerror or exc}); the trained model was kept at "
-                       f"{kept}: free space or fix the folder, then move it to {path}.")
-            warnings.warn(problem, stacklevel=2)
-            path = kept
+        from data_download.publish import first_use_lock
+        seen = _file_state(path)
+        with first_use_lock(path.parent):     # a second process training the same cache waits here ...
+            if _file_state(path) not in (None, seen):   # ... and reuses what the first one wrote meanwhile
+                record, model = _cached(name, config, path)
+            if record is None:
+                record, model, path, problem = _train_and_save(name, config, dataset, synthetic, path, progress,
+                                                               device)
     model = model.to(device).eval()
     model.meta = {"name": name, "config": config, "history": record["history"], "checkpoint": str(path),
                   "train_seconds": record.get("train_seconds"), "threads": record.get("threads")}
     if problem:
         model.meta["cache_error"] = problem
     return model
+
+
+def _file_state(path: Path):
+    """What identifies one version of a file (None when there is none): its size and modification time."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _cached(name: str, config, path: Path):
+    """``(record, model)`` from the zoo's checkpoint at ``path``, or ``(None, None)`` when there is none or it cannot
+    be trusted (then with a warning naming it: it is trained again)."""
+    if not path.exists():
+        return None, None
+    try:
+        record = read_checkpoint(path, verify=True)
+        model = _build(name, config)
+        model.load_state_dict(record["state_dict"])
+        return record, model
+    except (CheckpointError, RuntimeError) as exc:   # RuntimeError: state_dict keys or shapes of another model
+        warnings.warn(f"{' '.join(str(exc).split())} Training it again; the new checkpoint replaces it.",
+                      stacklevel=3)
+        return None, None
+
+
+def _train_and_save(name, config, dataset, synthetic, path, progress, device):
+    """Train ``name`` and write its checkpoint; ``(record, model, path, problem)``, ``path`` being where the
+    checkpoint was kept and ``problem`` why it is not the cache's path (None when it is)."""
+    problem = None
+    images, labels = _training_images(dataset, synthetic, progress)
+    trainer = train_frn if name.startswith("frn") else train_gpw
+    start = time.perf_counter()
+    model, history = trainer(images, labels, config, progress=progress, device=device)
+    record = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+              "config": asdict(config), "history": history, "name": name,
+              "train_seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}
+    try:
+        save_checkpoint(record, path)
+    except OSError as exc:   # the trained model must not be lost: keep it in the temporary folder instead
+        from ._io import keep_elsewhere
+        kept = keep_elsewhere(lambda f: torch.save({**record, DIGEST_KEY: record_digest(record)}, f), path.name)
+        problem = (f"cannot write the checkpoint {path} ({exc.strerror or exc}); the trained model was kept at "
+                   f"{kept}: free space or fix the folder, then move it to {path}.")
+        warnings.warn(problem, stacklevel=4)
+        path = kept
+    return record, model, path, problem
 
 
 def _load_frn_cub(weights_root, device, cache=None):

@@ -1,5 +1,10 @@
 """The model zoo: train once and cache (keyed by config and data), atomic writes, safe loading."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -130,3 +135,18 @@ def test_evaluation_view_is_part_of_the_recipe():
         == (35, 32)
     with pytest.raises(ValueError, match="unknown model 'gpw'"):
         zoo.eval_transform_for("gpw")
+
+
+def test_two_first_uses_at_once_train_once(tiny_root, tmp_path):
+    """Two processes load the same untrained model into one cache at the same moment. Expected: the second waits
+    for the first's lock and reuses its checkpoint, so both report the same recorded training time and one
+    checkpoint exists. Silently wrong before: both trained, and the cache held whichever wrote last."""
+    code = ("import json, sys; from sfam_lite import zoo; m = zoo.load('frn-synthetic', data_root=sys.argv[1], "
+            "cache=sys.argv[2], progress=False, **json.loads(sys.argv[3])); print(repr(m.meta['train_seconds']))")
+    args = [str(tiny_root), str(tmp_path), json.dumps(TINY_FRN)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1]) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert outs[0][0].strip() and outs[0][0] == outs[1][0], outs
+    assert len(list((tmp_path / "models").glob("*.pt"))) == 1
