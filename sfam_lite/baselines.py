@@ -87,13 +87,15 @@ class CGRAM(PairExplainer):
         target: another similarity ``(query_output (B, ...), support_output (B, K, ...)) -> (B,)``, e.g.
             :func:`frn_logit_target` for FRN's own score.
         head: for :meth:`explain_features`: the layers after the target layer (features → model output).
+        output: for a model (or head) that returns a tuple, list or dict: the key or index of the embedding tensor
+            in it, or a callable that returns it (:class:`~sfam_lite.explainer.PairExplainer`).
     """
     needs_gradients = True
     rectify = True
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, target: Callable = cosine_target,
-                 head: Callable | None = None):
-        super().__init__(model, target_layer, "avg", head)
+                 head: Callable | None = None, output: str | int | Callable | None = None):
+        super().__init__(model, target_layer, "avg", head, output)
         if not callable(target):
             raise TypeError("target must be a callable (query_output, support_output) -> (B,) similarities.")
         self._target = target
@@ -113,14 +115,17 @@ class GradFAM(PairExplainer):
     The norm must be taken *before* any L2 normalisation (after it ``‖e‖ = 1`` and the gradient vanishes):
     ``embedding_layer`` names the module whose output is the raw embedding (for
     :class:`sfam_lite.models.GPWEmbedding`, ``model.embed``); by default the model's output (a spatial
-    output average-pooled). For :meth:`explain_features`, ``head`` maps features to that raw embedding.
+    output average-pooled). For :meth:`explain_features`, ``head`` maps features to that raw embedding. For a model
+    (or head) that returns a tuple, list or dict, ``output`` is the key or index of the embedding tensor in it, or a
+    callable that returns it.
     """
     needs_gradients = True
     rectify = True
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None,
-                 embedding_layer: nn.Module | None = None, head: Callable | None = None):
-        super().__init__(model, target_layer, "avg", head)
+                 embedding_layer: nn.Module | None = None, head: Callable | None = None,
+                 output: str | int | Callable | None = None):
+        super().__init__(model, target_layer, "avg", head, output)
         self._embedding = None
         if embedding_layer is not None:
             if model is None:
@@ -129,7 +134,7 @@ class GradFAM(PairExplainer):
 
     def target_input(self, model_output):
         if self._embedding is None:
-            return model_output
+            return super().target_input(model_output)
         if self._embedding.output is None:
             raise RuntimeError("embedding_layer did not run during the model's forward pass.")
         return self._embedding.output
@@ -181,6 +186,16 @@ class Decomposition(PairExplainer):
         if projection is not None and (not isinstance(projection, torch.Tensor) or projection.ndim != 2):
             raise TypeError("projection must be an nn.Linear or a (D, N) matrix.")
         self.projection = projection
+
+    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None):
+        # checked before any work: the projection reads the target layer's N channels at every position
+        if self.projection is not None and self.projection.shape[1] != a_q.shape[1]:
+            raise ValueError(f"projection has input width {self.projection.shape[1]} (a (D, N) = "
+                             f"{tuple(self.projection.shape)} matrix) but the target layer's feature maps have "
+                             f"N = {a_q.shape[1]} channels. Pass the neck that reads this layer's output, an "
+                             f"nn.Linear({a_q.shape[1]}, D) or a (D, {a_q.shape[1]}) matrix, or choose the target "
+                             "layer that feeds it.")
+        return super()._explain(a_q, a_s, size, grad_q, grad_s)
 
     def channel_weights(self, ctx):
         return None, None, None

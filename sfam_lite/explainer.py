@@ -181,6 +181,24 @@ def eval_mode(model: nn.Module):
             m.training = training
 
 
+def _describe(x) -> str:
+    """A short description of a model's return value for messages: its type, and a dict's keys."""
+    if isinstance(x, dict):
+        return f"a dict with keys {list(x)[:8]}"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)}"
+    return f"a {type(x).__name__}"
+
+
+def _check_autograd_available(method: str) -> None:
+    """``RuntimeError`` naming the cause when gradients cannot be taken: inside ``torch.inference_mode()`` no tensor
+    enters an autograd graph, and ``torch.enable_grad()`` does not turn it back on."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{method} takes gradients, which torch.inference_mode() disables; call it outside "
+                           "torch.inference_mode() (torch.no_grad() around it is fine: the explainer turns gradients "
+                           "on for its own pass).")
+
+
 def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
     """A model output as a vector per image: a spatial ``(..., C, H, W)`` output is average-pooled."""
     return x.mean(dim=(-2, -1)) if x.ndim >= 4 else x
@@ -201,6 +219,9 @@ class PairExplainer:
         pool: ``p(·)``: ``"avg"``, ``"max"`` or a callable mapping ``(B, N, H, W)`` to ``(B, N)``.
         head: for gradient methods' :meth:`explain_features`: the layers after the target layer, mapping
             ``(B, N, h, w)`` features to what :meth:`target` reads (the model output or raw embedding).
+        output: for gradient methods, the part of what the model (or ``head``) returns that :meth:`target` reads,
+            when it returns a tuple, list or dict rather than the embedding tensor: a key or index (``"embedding"``,
+            ``0``) or a callable ``returned -> tensor``. None (default): the returned tensor itself.
     """
 
     #: whether :meth:`channel_weights` reads ``query_gradients`` / ``support_gradients``
@@ -209,7 +230,7 @@ class PairExplainer:
     rectify = False
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None, pool: str | Callable = "avg",
-                 head: Callable | None = None):
+                 head: Callable | None = None, output: str | int | Callable | None = None):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (or None to explain cached features), got {type(model).__name__}.")
         if model is None and target_layer is not None:
@@ -224,7 +245,10 @@ class PairExplainer:
             raise TypeError("pool must be 'avg', 'max' or a callable mapping (B, N, H, W) to (B, N).")
         if head is not None and not callable(head):
             raise TypeError(f"head must be a callable (e.g. an nn.Module), got {type(head).__name__}.")
-        self.model, self.pool, self.head = model, pool, head
+        if output is not None and not (callable(output) or isinstance(output, (str, int))) or isinstance(output, bool):
+            raise TypeError(f"output must be a key or index of what the model returns (e.g. 'embedding' or 0) or a "
+                            f"callable returning the embedding tensor, got {type(output).__name__}.")
+        self.model, self.pool, self.head, self.output = model, pool, head, output
         self._capture = FeatureCapture(target_layer, keep_graph=self.needs_gradients) if model is not None else None
 
     # -- the part a method defines -----------------------------------------------------------
@@ -238,9 +262,27 @@ class PairExplainer:
         query's output ``(B, ...)`` and its support images' outputs ``(B, K, ...)``."""
         raise NotImplementedError
 
+    def read_output(self, returned, source: str = "the model") -> torch.Tensor:
+        """The tensor :meth:`target` reads from what ``source`` (the model or ``head``) returned, picked by ``output=``;
+        ``TypeError`` naming ``output=`` when it is a tuple, list or dict and nothing picks the tensor."""
+        picked = returned
+        if self.output is not None:
+            try:
+                picked = self.output(returned) if callable(self.output) else returned[self.output]
+            except (KeyError, IndexError, TypeError) as error:
+                raise TypeError(f"output={self.output!r} cannot pick the embedding from what {source} returned "
+                                f"({_describe(returned)}): {error!r}.") from None
+        if not isinstance(picked, torch.Tensor):
+            raise TypeError(f"{source} returned {_describe(picked)}, not a tensor, so {type(self).__name__} cannot "
+                            "take the gradient of its target. Pass output=, the key or index of the embedding "
+                            "tensor in it (or a callable that returns it), or wrap the model so that it returns "
+                            "the embedding tensor.")
+        return picked
+
     def target_input(self, model_output: torch.Tensor) -> torch.Tensor:
-        """What :meth:`target` reads, taken right after a forward pass: the model's output by default."""
-        return model_output
+        """What :meth:`target` reads, taken right after a forward pass: the model's output by default (the part that
+        ``output=`` picks, :meth:`read_output`)."""
+        return self.read_output(model_output)
 
     def combine(self, ctx: PairContext, query_weights: torch.Tensor, support_weights: torch.Tensor):
         """Maps at feature resolution: ``Σ_n w_n A^n`` (Eq. 3) for the query ``(B, h, w)`` and each support
@@ -306,8 +348,17 @@ class PairExplainer:
         # gradient methods: a support image shared by all queries gets a gradient per query, so repeat it
         flat_support = support_images.expand(b, *support_images.shape[-4:]).reshape(-1, *support_images.shape[-3:]) \
             if shared else flat_support
+        _check_autograd_available(type(self).__name__)
+        # a tensor made under inference mode cannot enter an autograd graph; a clone made outside it can
+        query_images, flat_support = (x.clone() if x.is_inference() else x for x in (query_images, flat_support))
         with torch.enable_grad(), eval_mode(self.model):
             out_q, a_q = self._capture.run(self.model, query_images)
+            if not a_q.requires_grad:
+                raise RuntimeError(f"{type(self).__name__} differentiates with respect to the target layer's output, "
+                                   "but it does not require grad: no parameter of the model up to the target layer "
+                                   "requires grad (a frozen model, e.g. after model.requires_grad_(False)). Call "
+                                   "model.requires_grad_(True) before explaining (the explainer changes no weight), "
+                                   "or use explain_features with head=.")
             out_q = self.target_input(out_q)
             out_s, a_s = self._capture.run(self.model, flat_support)
             out_s = self.target_input(out_s)
@@ -352,17 +403,18 @@ class PairExplainer:
             if head is None:
                 raise ValueError(f"{type(self).__name__} differentiates the model's output: pass head=, the layers "
                                  "after the target layer (features -> what the target reads).")
+            _check_autograd_available(type(self).__name__)
             with torch.enable_grad():
                 leaf_q, leaf_s = a_q.clone().requires_grad_(True), a_s.clone().requires_grad_(True)
-                out_q = head(leaf_q)
-                out_s = head(leaf_s.flatten(0, 1))
+                out_q = self.read_output(head(leaf_q), "head")
+                out_s = self.read_output(head(leaf_s.flatten(0, 1)), "head")
                 grad_q, grad_s = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), leaf_q, leaf_s)
         return self._explain(a_q, a_s, size, grad_q, grad_s)
 
     def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None) -> Explanation:
         b, k = a_s.shape[:2]
-        v_q = self.pool(a_q)
-        v_each = self.pool(a_s.flatten(0, 1)).reshape(b, k, -1)
+        v_q = self._pooled(a_q)
+        v_each = self._pooled(a_s.flatten(0, 1)).reshape(b, k, -1)
         v_s = cis.support_prototype(v_each)
         ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s)
         query_weights, support_weights, scores = self.channel_weights(ctx)
@@ -379,6 +431,16 @@ class PairExplainer:
             squared_distance=cis.squared_distance(v_q, v_s),
             cosine_similarity=cis.cosine_similarity(v_q, v_s),
             query_features=a_q, support_features=a_s)
+
+    def _pooled(self, a: torch.Tensor) -> torch.Tensor:
+        """``pool(a)``, checked to be one ``(B, N)`` vector per feature map ``a`` ``(B, N, h, w)``."""
+        v = self.pool(a)
+        if not isinstance(v, torch.Tensor) or v.shape != a.shape[:2]:
+            got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"pool returned {got} for feature maps of shape {tuple(a.shape)}; it must return the "
+                             f"(B, N) = {tuple(a.shape[:2])} pooled vectors, reducing both spatial dimensions (e.g. "
+                             "lambda a: a.amax(dim=(-2, -1))).")
+        return v
 
     def close(self) -> None:
         """Remove the forward hook from the model."""

@@ -228,6 +228,12 @@ def iou(a, b) -> np.ndarray:
     """Intersection over union of boxes ``(x, y, w, h)`` of shapes ``(..., 4)``, broadcast; 0 where the union
     is empty (two boxes of zero area)."""
     a, b = _as_boxes(a, "a"), _as_boxes(b, "b")
+    try:
+        np.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    except ValueError:
+        raise ValueError(f"a has {a.shape[:-1]} box(es) and b {b.shape[:-1]}: the box counts do not broadcast. Give "
+                         "as many boxes in b as in a (one pair per row), a single box in one of them, or a[:, None] "
+                         "and b[None] for the IoU of every pair.") from None
     iw = np.clip(np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     ih = np.clip(np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = iw * ih

@@ -578,3 +578,143 @@ def test_generate_refuses_sizes_that_cannot_fit_in_memory(kwargs, phrase):
     112 GiB."""
     with pytest.raises(DataError, match=phrase):
         synthetic.generate("/nonexistent/never", progress=False, **kwargs)
+
+
+# == 5. explainers and boxes: errors that name the mistake ========================================================
+
+from sfam_lite.baselines import Decomposition, GradFAM  # noqa: E402
+from sfam_lite.localization import iou  # noqa: E402
+
+
+def small_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+
+
+class Returns(nn.Module):
+    """The small net whose forward returns a dict {'embedding': e, 'logits': ...} or a tuple (e, logits)."""
+
+    def __init__(self, net, kind):
+        super().__init__()
+        self.net, self.kind = net, kind
+
+    def forward(self, x):
+        e = self.net(x)
+        return {"embedding": e, "logits": e[:, :2]} if self.kind == "dict" else (e, e[:, :2])
+
+
+GRADIENT_METHODS = [CGRAM, GradFAM]
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS, ids=["CG-RAM", "Grad-FAM"])
+def test_gradient_methods_under_inference_mode_name_the_cause(method):
+    """Input: CG-RAM / Grad-FAM called inside torch.inference_mode(). Expect: RuntimeError saying to call it outside
+    torch.inference_mode(), before any forward pass. Before: 'element 0 of tensors does not require grad', which
+    does not say that inference mode (which enable_grad cannot undo) is the cause."""
+    net = small_net()
+    with method(net, net[1]) as explainer, torch.inference_mode():
+        with pytest.raises(RuntimeError, match=r"call it outside torch\.inference_mode\(\)"):
+            explainer(IMAGES[:1], IMAGES[1:])
+        assert explainer._capture.calls == 0          # refused before the model ran
+    with torch.inference_mode():
+        q, s = IMAGES[:1].clone(), IMAGES[1:].clone()
+    with method(net, net[1]) as explainer:          # inference tensors made there, explained outside: fine
+        from_inference = explainer(q, s).query_maps
+        plain = explainer(IMAGES[:1], IMAGES[1:]).query_maps
+    assert torch.equal(from_inference, plain)
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS, ids=["CG-RAM", "Grad-FAM"])
+def test_gradient_methods_on_a_frozen_model_name_the_fix(method):
+    """Input: a model after requires_grad_(False) (a frozen backbone). Expect: RuntimeError naming the frozen model
+    and model.requires_grad_(True); afterwards the same call works. Before: the bare autograd 'element 0 of tensors
+    does not require grad'."""
+    net = small_net().requires_grad_(False)
+    with method(net, net[1]) as explainer:
+        with pytest.raises(RuntimeError, match=r"frozen model.*model\.requires_grad_\(True\)"):
+            explainer(IMAGES[:1], IMAGES[1:])
+        net.requires_grad_(True)
+        assert explainer(IMAGES[:1], IMAGES[1:]).weights.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind, output", [("dict", "embedding"), ("tuple", 0),
+                                          ("dict", lambda out: out["embedding"])], ids=["dict", "tuple", "callable"])
+@pytest.mark.parametrize("method", GRADIENT_METHODS, ids=["CG-RAM", "Grad-FAM"])
+def test_models_returning_a_tuple_or_dict(method, kind, output):
+    """Input: a model whose forward returns a dict or tuple holding the embedding. Expect: without output=, a
+    TypeError naming output= and the wrapping fix (before: "'dict' object has no attribute 'reshape'"); with
+    output= picking the embedding, exactly the maps of the model that returns the embedding itself."""
+    net = small_net()
+    wrapped = Returns(net, kind)
+    with method(wrapped, net[1]) as explainer, pytest.raises(TypeError, match=f"returned a {kind}.*Pass output="):
+        explainer(IMAGES[:1], IMAGES[1:])
+    with method(wrapped, net[1], output=output) as explainer:
+        picked = explainer(IMAGES[:1], IMAGES[1:])
+    with method(net, net[1]) as explainer:
+        plain = explainer(IMAGES[:1], IMAGES[1:])
+    assert torch.equal(picked.query_maps, plain.query_maps) and torch.equal(picked.weights, plain.weights)
+
+
+def test_output_that_picks_nothing_is_named():
+    """Input: output='emb' for a model returning {'embedding', 'logits'}. Expect: TypeError quoting output= and the
+    keys there are; not a bare KeyError."""
+    net = small_net()
+    with CGRAM(Returns(net, "dict"), net[1], output="emb") as explainer, \
+            pytest.raises(TypeError, match=r"output='emb' cannot pick.*\['embedding', 'logits'\]"):
+        explainer(IMAGES[:1], IMAGES[1:])
+
+
+def test_head_returning_a_dict_uses_output_too():
+    """Input: explain_features with a head that returns a dict. Expect: TypeError naming the head and output=; with
+    output='embedding' the same weights as with a head returning the tensor."""
+    net = small_net()
+    with torch.no_grad():
+        a = net[1](net[0](IMAGES))
+    head = nn.Sequential(net[2], net[3])
+    dict_head = lambda f: {"embedding": head(f)}  # noqa: E731
+    with pytest.raises(TypeError, match="head returned a dict.*Pass output="):
+        CGRAM(None, head=dict_head).explain_features(a[:1], a[None, 1:])
+    picked = CGRAM(None, head=dict_head, output="embedding").explain_features(a[:1], a[None, 1:])
+    plain = CGRAM(None, head=head).explain_features(a[:1], a[None, 1:])
+    assert torch.equal(picked.weights, plain.weights)
+
+
+@pytest.mark.parametrize("projection", [torch.ones(4, 5), nn.Linear(5, 4)], ids=["matrix", "nn.Linear"])
+def test_decomposition_projection_of_the_wrong_width(projection):
+    """Input: a Decomposition projection reading 5 channels for a target layer with 8. Expect: ValueError naming
+    both widths and nn.Linear(8, D), from the model call and from explain_features. Before: an einsum subscript
+    error that names neither the projection nor the layer."""
+    net = small_net()
+    with Decomposition(net, net[1], projection=projection) as explainer, \
+            pytest.raises(ValueError, match=r"input width 5 .* N = 8 channels.*nn\.Linear\(8, D\)"):
+        explainer(IMAGES[:1], IMAGES[1:])
+    with pytest.raises(ValueError, match="input width 5"):
+        Decomposition(None, projection=projection).explain_features(torch.rand(1, 8, 3, 3), torch.rand(1, 2, 8, 3, 3))
+    ok = Decomposition(None, projection=torch.ones(4, 8)).explain_features(torch.rand(1, 8, 3, 3),
+                                                                           torch.rand(1, 2, 8, 3, 3))
+    assert ok.query_maps.shape == (1, 3, 3)
+
+
+@pytest.mark.parametrize("pool, got", [(lambda a: a.mean(-1), r"shape \(1, 8, 12\)"),
+                                       (lambda a: a.mean(dim=(1, 2, 3)), r"shape \(1,\)"),
+                                       (lambda a: a.mean(dim=(-2, -1)).tolist(), "list")],
+                         ids=["one spatial dim left", "channels reduced", "not a tensor"])
+def test_pool_returning_the_wrong_shape(pool, got):
+    """Input: a pool callable that keeps a spatial dimension, reduces the channels, or returns a list. Expect:
+    ValueError naming what it returned and the expected (B, N) = (1, 8). Before: 'v_q must have shape (N,) or
+    (B, N)' (a name the user never gave), or, for (1,), a map computed from one channel broadcast to all: silently
+    wrong."""
+    net = small_net()
+    with SFAM(net, net[1], pool=pool) as explainer, \
+            pytest.raises(ValueError, match=rf"pool returned {got}.*\(B, N\) = \(1, 8\)"):
+        explainer(IMAGES[:1], IMAGES[1:])
+
+
+def test_iou_of_box_counts_that_do_not_broadcast():
+    """Input: iou of 3 boxes against 2. Expect: ValueError naming both counts and the fixes (same count, one box, or
+    a[:, None] and b[None] for every pair); one box against 3 still broadcasts. Before: numpy's 'operands could not
+    be broadcast together with shapes (3,) (2,)'."""
+    three = np.array([[0, 0, 4, 4], [1, 1, 4, 4], [2, 2, 4, 4]], dtype=float)
+    with pytest.raises(ValueError, match=r"a has \(3,\) box\(es\) and b \(2,\).*a\[:, None\] and b\[None\]"):
+        iou(three, three[:2])
+    assert iou(three[0], three).shape == (3,) and iou(three[:, None], three[None, :2]).shape == (3, 2)
