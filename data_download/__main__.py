@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .errors import DataError
 from .install import install
-from .resources import CUB200, DEFAULT_ROOTS, FRN_WEIGHTS
+from .resources import CUB200, FRN_WEIGHTS, default_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,10 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{cub200,frn-weights,synthetic}")
 
     def downloader(name: str, resource, help_text: str) -> None:
-        default_root = DEFAULT_ROOTS[name]
+        root = default_root(name)
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--root", default=default_root,
-                       help=f"folder that receives {resource.folder}/ (default: {default_root})")
+        p.add_argument("--root", default=str(root),
+                       help=f"folder that receives {resource.folder}/ (default: {root}, in the book's cache "
+                            "folder $SFAM_BOOK_CACHE, where the chapters look)")
         p.add_argument("--url", action="append", metavar="URL",
                        help=f"download from this mirror instead (repeatable; default: {resource.urls[0]})")
         p.add_argument("--keep-archive", action="store_true",
@@ -44,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synthetic", help="Generate the synthetic benchmark offline (CUB's exact layout).",
                        description="Generate the synthetic benchmark: 200 classes of procedurally drawn birds on "
                                    "natural clutter, in CUB's folder and file layout, as JPEG; deterministic for a seed.")
-    p.add_argument("--root", default=DEFAULT_ROOTS["synthetic"],
-                   help=f"folder that receives CUB_200_2011/ (default: {DEFAULT_ROOTS['synthetic']})")
+    p.add_argument("--root", default=str(default_root("synthetic")),
+                   help=f"folder that receives CUB_200_2011/ (default: {default_root('synthetic')}, in the book's "
+                        "cache folder $SFAM_BOOK_CACHE, where the chapters look)")
     p.add_argument("--images-per-class", type=int, default=40, metavar="N", help="images per class (default: 40)")
     p.add_argument("--size", type=int, default=96, metavar="S", help="image side in pixels (default: 96)")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default: 0)")

@@ -35,7 +35,7 @@ from torchvision.datasets import VisionDataset
 
 from .errors import DataError, DatasetNotFoundError, disk_errors
 from .publish import FOLDER, MARKER, read_marker
-from .resources import DEFAULT_ROOTS
+from .resources import default_root
 
 
 def _half(i: np.ndarray, n: int, first: bool) -> np.ndarray:
@@ -170,12 +170,11 @@ class CUB200(VisionDataset):
     """
 
     command = "cub200"
-    default_root = DEFAULT_ROOTS["cub200"]
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "all",
                  transform: Callable | None = None, download: bool = False,
                  loader: Callable[[Path], object] = load_rgb) -> None:
-        super().__init__(Path(root if root is not None else self.default_root).expanduser(), transform=transform)
+        super().__init__(Path(root).expanduser() if root is not None else default_root(self.command), transform=transform)
         self.folder = self.root / FOLDER
         self.split = split
         self.loader = loader
@@ -288,7 +287,6 @@ class SyntheticCUB200(CUB200):
     """
 
     command = "synthetic"
-    default_root = DEFAULT_ROOTS["synthetic"]
 
     def _download(self) -> None:
         from .synthetic import generate

@@ -1,11 +1,25 @@
 """What can be downloaded: URLs, checksums and layout of each archive (checked against the sources named beside each)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
-#: Where each command puts its data when ``--root`` is not given (relative to the working directory; the book's
-#: model zoo uses the same names below its cache folder, ``sfam_lite.zoo.default_data_root``).
+#: Where each command puts its data when ``--root`` is not given: these folders below the book's cache folder
+#: (:func:`cache_folder`), which is where the chapters and the model zoo look when they are given no folder.
 DEFAULT_ROOTS = {"cub200": "data/cub200", "synthetic": "data/synthetic", "frn-weights": "data/frn"}
+
+
+def cache_folder() -> Path:
+    """The book's cache folder: ``$SFAM_BOOK_CACHE`` if set, else ``~/.cache/sfam-book``. It holds the data
+    (:data:`DEFAULT_ROOTS`) and the trained models, so on Colab pointing it at Google Drive keeps them all."""
+    return Path(os.environ.get("SFAM_BOOK_CACHE", Path.home() / ".cache" / "sfam-book")).expanduser()
+
+
+def default_root(name: str) -> Path:
+    """The folder a command (``"cub200"``, ``"frn-weights"``, ``"synthetic"``) uses when given no ``--root``, and
+    a dataset class when given no ``root``: :data:`DEFAULT_ROOTS` below :func:`cache_folder`."""
+    return cache_folder() / DEFAULT_ROOTS[name]
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,10 @@ RECIPES = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SFAM_BOOK_CACHE", Path.home() / ".cache" / "sfam-book")).expanduser()
+    """The book's cache folder (:func:`data_download.resources.cache_folder`): ``$SFAM_BOOK_CACHE`` or
+    ``~/.cache/sfam-book``."""
+    from data_download.resources import cache_folder
+    return cache_folder()
 
 
 def default_data_root(name: str, cache: Path | None = None) -> Path:
@@ -333,7 +336,8 @@ def _train_and_save(name, config, dataset, synthetic, path, progress, device):
 
 
 def _load_frn_cub(weights_root, device, cache=None):
-    root = Path(weights_root) if weights_root is not None else Path(cache or cache_dir()) / "frn_weights"
+    from data_download.resources import DEFAULT_ROOTS
+    root = Path(weights_root) if weights_root is not None else Path(cache or cache_dir()) / DEFAULT_ROOTS["frn-weights"]
     path = root / FRN_CUB_CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "

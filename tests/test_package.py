@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -61,12 +64,22 @@ def test_check_choice_names_argument_value_and_choices():
         GPWConfig(precision="float16")
 
 
-def test_default_data_folders_are_defined_once():
-    from data_download import CUB200, SyntheticCUB200
+def test_the_commands_and_the_chapters_use_one_default_folder(tmp_path, monkeypatch):
+    """`python -m data_download cub200` / `frn-weights` / `synthetic` without --root, the dataset classes without
+    root, and the model zoo without data_root / weights_root all use the same folders below $SFAM_BOOK_CACHE, so
+    the README's commands followed by zoo.load("frn-cub") just work."""
+    from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
     from data_download.__main__ import _parser
-    from data_download.resources import DEFAULT_ROOTS
     from sfam_lite import zoo
-    assert (CUB200.default_root, SyntheticCUB200.default_root) == (DEFAULT_ROOTS["cub200"], DEFAULT_ROOTS["synthetic"])
-    for command in ("cub200", "frn-weights", "synthetic"):
-        assert _parser().parse_args([command]).root == DEFAULT_ROOTS[command]
-    assert zoo.default_data_root("frn-cub", cache="/c").as_posix() == "/c/" + DEFAULT_ROOTS["cub200"]
+    monkeypatch.setenv("SFAM_BOOK_CACHE", str(tmp_path))
+    expected = {"cub200": tmp_path / "data" / "cub200", "frn-weights": tmp_path / "data" / "frn",
+                "synthetic": tmp_path / "data" / "synthetic"}
+    for command, folder in expected.items():
+        assert Path(_parser().parse_args([command]).root) == folder
+    for cls, command in ((CUB200, "cub200"), (SyntheticCUB200, "synthetic")):
+        with pytest.raises(DatasetNotFoundError, match=str(expected[command] / "CUB_200_2011")):
+            cls(split="frn_test")
+    assert zoo.default_data_root("frn-cub") == expected["cub200"]
+    assert zoo.default_data_root("gpw-synthetic") == expected["synthetic"]
+    with pytest.raises(FileNotFoundError, match=f"frn-weights --root {expected['frn-weights']}"):
+        zoo.load("frn-cub", progress=False)
