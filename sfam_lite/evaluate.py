@@ -26,7 +26,7 @@ from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
 from .explainer import SFAM
 from .evaluation import release_freed_memory
 from .localization import boxes_from_maps, iou
-from .metrics import mean_and_interval
+from .metrics import mass_in_box, mean_and_interval
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
 #: method key → name printed in the tables: SFAM, its two ablations (chapter 10: every weight 1, and Eq. 2 / 5
@@ -101,26 +101,30 @@ def reference_priors(val_boxes: torch.Tensor, size: tuple[int, int], threshold: 
 
 def localisation_ious(explainer, query_features, support_features, query_boxes, support_boxes, size,
                       thresholds=(0.2,), batch: int = 512, progress: bool = False, desc: str = "",
-                      box_rule: dict | None = None):
+                      box_rule: dict | None = None, with_mass: bool = False):
     """IoU of each query map and support map with its box, per threshold: two ``(T, n)`` arrays.
 
     ``query_features`` ``(n, N, h, w)``, ``support_features`` ``(n, K, N, h, w)``, boxes ``(n, 4)`` and
     ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to; ``box_rule``: keyword arguments of
     :func:`sfam_lite.localization.boxes_from_maps` (``largest_component``, ``relative_to``), the book's protocol
-    when None."""
+    when None. ``with_mass=True`` returns a third array ``(n,)``: each query map's mass in its box
+    (:func:`sfam_lite.metrics.mass_in_box`, threshold-free)."""
     from tqdm.auto import tqdm
     n, k = support_features.shape[:2]
     q_iou = np.zeros((len(thresholds), n))
     s_iou = np.zeros((len(thresholds), n, k))
+    q_mass = np.zeros(n)
     qb, sb = np.asarray(query_boxes, float), np.asarray(support_boxes, float).reshape(n, k, 4)
     for i in tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False):
         out = explainer.explain_features(query_features[i:i + batch], support_features[i:i + batch], size=size)
         q_maps, s_maps = out.query_maps.detach().float().cpu(), out.support_maps.detach().float().cpu().flatten(0, 1)
+        if with_mass:
+            q_mass[i:i + batch] = mass_in_box(q_maps, torch.as_tensor(qb[i:i + batch])).numpy()
         for t, thr in enumerate(thresholds):
             q_iou[t, i:i + batch] = iou(boxes_from_maps(q_maps, thr, **(box_rule or {})), qb[i:i + batch])
             s_iou[t, i:i + batch] = iou(boxes_from_maps(s_maps, thr, **(box_rule or {})).reshape(-1, k, 4),
                                         sb[i:i + batch])
-    return q_iou, s_iou.mean(-1)
+    return (q_iou, s_iou.mean(-1), q_mass) if with_mass else (q_iou, s_iou.mean(-1))
 
 
 def mean_and_half(values: np.ndarray, groups: np.ndarray | None = None) -> tuple[float, float, int]:
@@ -164,7 +168,8 @@ class Result:
     """Per-method IoUs of one evaluation: ``query`` / ``support`` map each method key to a ``(T, n)`` array (None:
     not applicable), for ``thresholds``; ``groups`` the episode of each sample (few-shot) or None; ``query_images``
     the test-set index of each sample's query image, so that intervals can be clustered by image or class
-    (:func:`sfam_lite.metrics.clustered_interval`): in few-shot episodes one image is drawn many times."""
+    (:func:`sfam_lite.metrics.clustered_interval`): in few-shot episodes one image is drawn many times; ``mass``
+    maps each method key to its query maps' mass in the box ``(n,)`` (threshold-free; None: not applicable)."""
     kind: str
     thresholds: tuple
     query: dict
@@ -172,6 +177,7 @@ class Result:
     groups: np.ndarray | None
     info: dict = field(default_factory=dict)
     query_images: np.ndarray | None = None
+    mass: dict = field(default_factory=dict)
 
     def table(self, threshold: float | None = None, which: str = "query") -> dict:
         """``{method: summary or None}`` at ``threshold`` (default: the first)."""
@@ -179,10 +185,23 @@ class Result:
         data = self.query if which == "query" else self.support
         return {m: None if v is None else summarise(v[t], self.groups) for m, v in data.items()}
 
+    def mass_table(self) -> dict:
+        """``{method: {"mean", "half", "units"} or None}``: the query maps' mean mass in the box with its 95 %
+        interval (over episodes for few-shot, as :meth:`table`)."""
+        out = {}
+        for m, v in self.mass.items():
+            if v is None:
+                out[m] = None
+                continue
+            mean, half, units = mean_and_half(v, self.groups)
+            out[m] = {"mean": mean, "half": half, "units": units}
+        return out
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "info": self.info, "thresholds": list(self.thresholds),
                 "tables": {which: {str(t): self.table(t, which) for t in self.thresholds}
-                           for which in ("query", "support")}}
+                           for which in ("query", "support")},
+                "mass_in_box": self.mass_table()}
 
 
 def format_table(result: Result, threshold: float | None = None, which: str = "query", paper: bool = False) -> str:
@@ -215,24 +234,26 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
     active = {m: e for m, e in explainers.items() if e is not None}
     q_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
     s_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
+    q_mass = {m: np.zeros(len(uq)) for m in active}
     steps = tqdm(total=len(uq) * len(active), desc="explaining pairs, every method", disable=not progress, leave=False,
                  unit="map pair")
     for i in range(0, len(uq), chunk):
         q, s = uq[i:i + chunk], us[i:i + chunk]      # gather features per chunk, once for every method
         q_maps, s_maps, q_box, s_box = maps[q], maps[s][:, None], boxes[q], boxes[s][:, None]
         for m, e in active.items():
-            q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk] = localisation_ious(
-                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule)
+            q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk], q_mass[m][i:i + chunk] = localisation_ious(
+                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule, with_mass=True)
             steps.update(len(q))
         del q_maps, s_maps
         release_freed_memory()
     steps.close()
     query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
     support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
+    mass = {m: q_mass[m][inverse.numpy()] if m in active else None for m in explainers}
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
                  "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1],
                  "box_rule": dict(box_rule or {})})
-    return Result(setup.kind, tuple(thresholds), query, support, groups, info, q_idx.cpu().numpy())
+    return Result(setup.kind, tuple(thresholds), query, support, groups, info, q_idx.cpu().numpy(), mass)
 
 
 @torch.no_grad()

@@ -145,3 +145,37 @@ def test_box_rule_reaches_the_boxes():
     assert np.allclose(run(None).query["ram"], 1.0)
     whole = run({"relative_to": "max"})
     assert np.allclose(whole.query["ram"], 16 / 144) and whole.info["box_rule"] == {"relative_to": "max"}
+
+
+def test_mass_in_box_of_each_sample_against_a_plain_loop():
+    """The threshold-free mass in the box that the evaluation keeps per sample and method: recomputed here pixel by
+    pixel from the maps the explainer gives (min-max normalised by hand, pixel centres inside the box), and it
+    follows each sample through repeated pairs."""
+    from sfam_lite.evaluate import build_explainers
+    g = torch.Generator().manual_seed(1)
+    n, size = 6, 10
+    maps = torch.rand(n, 3, 5, 5, generator=g)
+    boxes = torch.tensor([[1.0, 2.0, 4.5, 3.0], [0.0, 0.0, 10.0, 10.0], [5.2, 5.2, 3.0, 4.0],
+                          [2.0, 1.0, 2.0, 2.0], [3.0, 3.0, 6.0, 6.5], [0.5, 4.0, 7.0, 2.0]])
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    q_idx = torch.tensor([0, 1, 2, 3, 4, 5, 0, 2])              # two pairs repeat
+    s_idx = torch.tensor([1, 2, 3, 4, 5, 0, 1, 3])
+    result = _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, None, ("sfam", "ram"), (0.2,), ((4.0, 4.0), 0.25),
+                             0, (size, size), False, {})
+    explainers = build_explainers(setup, ("sfam", "ram"), (4.0, 4.0), 0.25)
+    for method in ("sfam", "ram"):
+        for i, (q, s) in enumerate(zip(q_idx.tolist(), s_idx.tolist())):
+            m = explainers[method].explain_features(maps[q:q + 1], maps[s:s + 1][:, None],
+                                                    size=(size, size)).query_maps[0].double()
+            m = (m - m.min()) / (m.max() - m.min())
+            x, y, w, h = boxes[q].tolist()
+            inside = total = 0.0
+            for r in range(size):
+                for c in range(size):
+                    total += float(m[r, c])
+                    if x <= c + 0.5 < x + w and y <= r + 0.5 < y + h:
+                        inside += float(m[r, c])
+            assert result.mass[method][i] == pytest.approx(inside / total, rel=1e-6)   # float32 maps
+    table = result.mass_table()
+    assert table["sfam"]["mean"] == pytest.approx(result.mass["sfam"].mean())
+    assert json.loads(json.dumps(result.to_json()))["mass_in_box"]["ram"]["units"] == len(q_idx)
