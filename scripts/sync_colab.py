@@ -31,13 +31,25 @@ def badge_source(url: str, branch: str, notebook: Path) -> str:
             f"({colab}/blob/{branch}/{path})")
 
 
+#: Where the setup cell keeps the book's cache on Colab when the reader keeps it on Google Drive.
+DRIVE_CACHE = "/content/drive/MyDrive/sfam-book-cache"
+
+
 def setup_source(url: str, branch: str) -> str:
     return ("# Colab setup: install the book's package when this notebook runs on Google Colab; elsewhere,\n"
             "# install it as the README says. This cell does nothing outside Colab.\n"
-            "import subprocess, sys\n"
+            "# keep_cache_on_drive: keep the data, FRN's weights and the trained models on your Google Drive, so\n"
+            "# that they are downloaded and trained once for all chapters (each Colab notebook is a new machine).\n"
+            "import os, subprocess, sys\n"
+            "keep_cache_on_drive = True\n"
             "if \"google.colab\" in sys.modules:\n"
             f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"sfam-lite @ git+{url}@{branch}\"],\n"
-            "                   check=True)")
+            "                   check=True)\n"
+            "    if keep_cache_on_drive:\n"
+            "        from google.colab import drive\n"
+            "        drive.mount(\"/content/drive\")\n"
+            f"        os.environ[\"SFAM_BOOK_CACHE\"] = \"{DRIVE_CACHE}\"\n"
+            "        print(\"The book's cache is\", os.environ[\"SFAM_BOOK_CACHE\"])")
 
 
 def _find(nb, tag):

@@ -96,13 +96,17 @@ DRIVER = textwrap.dedent('''
     import google.colab                                    # the stand-in: what makes the cell act
     exec(compile(cell, "colab-setup cell", "exec"), {"__name__": "__main__"})
     import sfam_lite, data_download, torch                 # as the chapter's next cell does, same process
+    from google.colab import drive
+    from sfam_lite import zoo
+    cache = {"mounted": drive.MOUNTED, "cache": str(zoo.cache_dir()),
+             "cub_data": str(zoo.default_data_root("frn-cub"))}
     from data_download import SyntheticCUB200
     subprocess.run([sys.executable, "-m", "data_download", "synthetic", "--root", data_root, "--classes", "4",
                     "--images-per-class", "2", "--size", "32", "--workers", "1", "--quiet"], check=True)
     data = SyntheticCUB200(data_root)
     print(json.dumps({"before": before, "sfam_lite": sfam_lite.__file__, "data_download": data_download.__file__,
                       "torch": torch.__file__, "has_sfam": hasattr(sfam_lite, "SFAM"),
-                      "images": len(data), "classes": data.num_classes, "first": list(data[0][0].size)}))
+                      "images": len(data), "classes": data.num_classes, "first": list(data[0][0].size), **cache}))
 ''')
 
 
@@ -131,6 +135,8 @@ def test_setup_cell_installs_the_package_in_a_fresh_colab_like_environment(tmp_p
     stub = tmp_path / "colab_stub" / "google" / "colab"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text('"""Stand-in for the module Colab imports in every notebook."""\n')
+    (stub / "drive.py").write_text('"""Stand-in for Colab\'s Google Drive: records the mount point, writes nothing."""\n'
+                                   "MOUNTED = []\n\n\ndef mount(path, **kwargs):\n    MOUNTED.append(path)\n")
     (site / "colab.pth").write_text(f"{tmp_path / 'colab_packages'}\n{tmp_path / 'colab_stub'}\n")
     site_before = set(os.listdir(site))
 
@@ -156,3 +162,7 @@ def test_setup_cell_installs_the_package_in_a_fresh_colab_like_environment(tmp_p
     assert not extra, f"pip installed more than the package: {sorted(extra)}"
     assert "torch" in linked and report["has_sfam"]
     assert (report["images"], report["classes"], report["first"]) == (8, 4, [32, 32])
+    # the cache on Google Drive: mounted once, and the chapters' data, weights and models all below it
+    assert report["mounted"] == ["/content/drive"]
+    assert report["cache"] == sync_colab.DRIVE_CACHE
+    assert report["cub_data"] == sync_colab.DRIVE_CACHE + "/data/cub200"
