@@ -35,13 +35,17 @@ def _get_archive(res: Resource, root: Path, urls: Sequence[str], progress: bool,
         return archive
     part = root / (res.filename + ".part")
     failures = []
-    for url in urls:
-        log(f"Downloading {res.name} from {url}")
+    size = f" ({res.size / 1e9:.2f} GB)" if res.size else (f" (about {res.approximate_size})" if res.approximate_size
+                                                               else "")
+    for k, url in enumerate(urls):
+        log(f"Downloading {res.name}{size} from {url}")
         try:
             download.fetch(url, part, res.size, confirm_pages=res.confirm_pages, progress=progress)
             break
         except download.TruncatedDownload:
-            raise                       # the partial file is kept; the next run resumes it
+            if k == len(urls) - 1:
+                raise                   # the partial file is kept; the next run resumes it
+            log(f"The transfer from {url} broke or stalled; going on from the next source, resuming.")
         except DataError as exc:
             failures.append(str(exc))
     else:

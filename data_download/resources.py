@@ -45,6 +45,7 @@ class Resource:
     homepage: str = ""
     manual_url: str | None = None
     notes: tuple[str, ...] = field(default=())
+    approximate_size: str | None = None    # said before downloading when the exact size is not published
 
     def manual_fix(self, root) -> str:
         """The paragraph telling a user how to get the archive by hand."""
@@ -61,7 +62,11 @@ class Resource:
 CUB200 = Resource(
     name="CUB-200-2011",
     command="cub200",
-    urls=("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",),
+    # Caltech's archive, then fast.ai's copy of it on S3 (the copy most projects download): whichever serves,
+    # the file must pass the size, md5 and sha256 below, and a transfer that breaks or stalls on the first
+    # resumes from the second.
+    urls=("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+          "https://s3.amazonaws.com/fast-ai-imageclas/CUB_200_2011.tgz"),
     filename="CUB_200_2011.tgz",
     folder="CUB_200_2011",
     top="CUB_200_2011",
@@ -92,6 +97,7 @@ FRN_WEIGHTS = Resource(
     homepage="https://github.com/Tsingularity/FRN",
     manual_url=f"https://drive.google.com/file/d/{FRN_DRIVE_ID}/view",
     notes=("In the browser, press 'Download anyway' if Google Drive shows its virus-scan page.",),
+    approximate_size="0.8 GB, the weights of every FRN model FRN's authors released",
 )
 
 RESOURCES = {r.command: r for r in (CUB200, FRN_WEIGHTS)}

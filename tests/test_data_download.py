@@ -307,3 +307,21 @@ def test_build_folder_is_removed_after_success_and_failure(tmp_path):
         with build_folder(tmp_path, "THING") as work:
             raise RuntimeError
     assert not work.exists() and list(tmp_path.iterdir()) == [tmp_path / "new"]
+
+
+def test_a_transfer_that_breaks_goes_on_from_the_next_source(tmp_path):
+    """The first source sends half the archive and closes (as a stalled transfer ends, with a read timeout): the
+    download resumes from the second source at the byte where the first stopped, and the result is verified."""
+    messages = []
+    with http_server({"CUB.tgz": ARCHIVE}) as srv:
+        res = resource_for(ARCHIVE, [srv.url + "/truncate/CUB.tgz", srv.url + "/file/CUB.tgz"])
+        install(res, tmp_path, progress=False, log=messages.append)
+        assert srv.log[-1] == ("/file/CUB.tgz", f"bytes={len(ARCHIVE) // 2}-")
+    assert (tmp_path / "CUB_200_2011" / MARKER).exists()
+    assert any("going on from the next source" in m for m in messages)
+    assert any(f"({len(ARCHIVE) / 1e9:.2f} GB)" in m for m in messages)
+
+
+def test_the_real_cub_archive_has_a_second_source_and_frn_says_its_size():
+    assert len(REAL_CUB.urls) == 2 and all(u.startswith("https://") for u in REAL_CUB.urls)
+    assert FRN_WEIGHTS.size is None and "GB" in FRN_WEIGHTS.approximate_size
