@@ -28,16 +28,22 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_trans
 TRAINING_VERSION = 1
 
 
-def lr_factor(schedule: str, warmup: int, steps: int):
-    """The learning-rate multiplier per step: ``"constant"`` (1 after a linear warm-up of ``warmup`` steps) or
-    ``"cosine"`` (the same warm-up, then a half cosine from 1 down to 0 at ``steps``)."""
-    check_choice(schedule, "schedule", ("constant", "cosine"))
+def lr_factor(schedule: str, warmup: int, steps: int, milestones=()):
+    """The learning-rate multiplier per step: ``"constant"`` (1 after a linear warm-up of ``warmup`` steps),
+    ``"cosine"`` (the same warm-up, then a half cosine from 1 down to 0 at ``steps``) or ``"step"`` (the same
+    warm-up, then ×0.1 at each of ``milestones``, as the MS-loss reference's multi-step schedule)."""
+    check_choice(schedule, "schedule", ("constant", "cosine", "step"))
+    if schedule == "step" and not milestones:
+        raise ValueError("schedule 'step' needs milestones, the steps at which the learning rate drops ×0.1, "
+                         "e.g. milestones=(1200, 2400).")
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if schedule == "constant":
             return 1.0
+        if schedule == "step":
+            return 0.1 ** sum(step >= m for m in milestones)
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
     return factor
 
@@ -105,14 +111,15 @@ class FRNConfig:
 @dataclass(frozen=True)
 class GPWConfig:
     """MS loss (α=2, β=40, λ=0.5, margin 0.1) on class-balanced batches. The real configuration is
-    ResNet-50 with ImageNet weights and frozen BatchNorm, Adam lr 3e-5, 227 px; the CPU one a ResNet-10
+    ResNet-50 with ImageNet weights and BatchNorm statistics frozen (``freeze_bn="stats"``), Adam lr 3e-5
+    dropped ×0.1 at batches 1,200 and 2,400 of 3,000, 227 px (``sfam_lite.zoo.RECIPES["gpw-cub"]``); the CPU one a ResNet-10
     (torchvision's ResNet with one block per stage) trained from scratch (lr 1e-3 with a 50-batch warm-up
     and cosine decay, BatchNorm trained: with random weights a frozen BatchNorm normalises nothing), with
     the last stage's stride removed so that an 80 px input still gives a 5×5 final map, and crops of
     50–100 % of the image. ``benchmarks/gpw_sweep.py`` shows how these choices were measured."""
     arch: str = "resnet10"
     last_stride: int = 1
-    freeze_bn: bool = False
+    freeze_bn: bool | str = False   # True: statistics and affine frozen; "stats": statistics only (MS loss)
     dim: int = 512
     image_size: int = 80
     classes_per_batch: int = 16
@@ -126,14 +133,18 @@ class GPWConfig:
     margin: float = 0.1
     crop_scale: tuple = (0.5, 1.0)
     jitter: float = 0.0
-    schedule: str = "cosine"     # or "constant"; both after a linear warm-up over `warmup` batches
+    schedule: str = "cosine"     # or "constant", or "step" (×0.1 at each of `milestones`); after a linear warm-up
     warmup: int = 50
+    milestones: tuple = ()       # batches at which the "step" schedule drops the learning rate ×0.1
     precision: str = "float32"   # or "bfloat16": autocast the forward pass (CPUs with AVX512-BF16/AMX, GPUs)
     weights: str | None = None   # torchvision weights name, e.g. "IMAGENET1K_V1" (downloaded by torchvision)
     seed: int = 0
 
     def __post_init__(self):   # refuse a bad configuration before any data is loaded
-        lr_factor(self.schedule, self.warmup, self.batches)
+        if isinstance(self.milestones, (str, bytes)) or not hasattr(self.milestones, "__iter__"):
+            raise TypeError(f"milestones must be a list of batch numbers, got {self.milestones!r}.")
+        object.__setattr__(self, "milestones", tuple(check_int(m, "each milestone", 1) for m in self.milestones))
+        lr_factor(self.schedule, self.warmup, self.batches, self.milestones)
         _autocast(self.precision, "cpu")
         check_int(self.warmup, "warmup")
         check_int(self.batches, "batches")
@@ -144,8 +155,9 @@ class GPWConfig:
                 self.arch.startswith("resnet") and self.arch[6:].isdigit())):
             raise ValueError(f"unknown arch {self.arch!r}: use resnet10 or a torchvision ResNet name (resnet18, resnet50, ...).")
         check_choice(self.last_stride, "last_stride", (1, 2))
-        if not isinstance(self.freeze_bn, bool):
-            raise TypeError(f"freeze_bn must be True or False, got {self.freeze_bn!r}.")
+        if not (isinstance(self.freeze_bn, bool) or self.freeze_bn == "stats"):
+            raise TypeError(f"freeze_bn must be True, False or 'stats' (running statistics frozen, affine "
+                            f"parameters trained), got {self.freeze_bn!r}.")
         check_int(self.dim, "dim", 1)
         check_int(self.classes_per_batch, "classes_per_batch", 2)   # the MS loss needs negatives
         check_int(self.instances, "instances", 2)                   # ... and positives
@@ -163,9 +175,16 @@ def _augment(images: torch.Tensor, transform) -> torch.Tensor:
     return torch.stack([transform(img) for img in images])
 
 
-def _check_images(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a uint8 tensor (n, 3, H, W), got {images.dtype} {tuple(images.shape)}.")
+def _check_images(images, labels: torch.Tensor) -> None:
+    if isinstance(images, (list, tuple)):
+        bad = next((i for i, x in enumerate(images) if not torch.is_tensor(x) or x.dtype != torch.uint8
+                    or x.ndim != 3 or x.shape[0] != 3), None)
+        if bad is not None or not images:
+            raise ValueError("images given as a list must be non-empty uint8 tensors (3, H, W); "
+                             f"item {bad} is not.")
+    elif not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a uint8 tensor (n, 3, H, W) or a list of (3, H, W) ones, got "
+                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}.")
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
 
@@ -214,9 +233,12 @@ def train_frn(images: torch.Tensor, labels: torch.Tensor, config: FRNConfig = FR
     return model.eval(), history
 
 
-def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GPWConfig(),
+def train_gpw(images, labels: torch.Tensor, config: GPWConfig = GPWConfig(),
               progress: bool = True, device: str = "cpu") -> tuple[GPWEmbedding, list[dict]]:
-    """Train the GPW embedding with the MS loss. Returns the model (eval mode) and a history."""
+    """Train the GPW embedding with the MS loss. Returns the model (eval mode) and a history.
+
+    ``images``: a uint8 tensor ``(n, 3, H, W)``, or a list of ``(3, H_i, W_i)`` uint8 tensors of different sizes
+    (CUB's whole images, short side resized, as the MS-loss reference crops them)."""
     _check_images(images, labels)
     torch.manual_seed(config.seed)
     model = GPWEmbedding(config.arch, config.dim, weights=config.weights, last_stride=config.last_stride,
@@ -224,7 +246,8 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(config.schedule, config.warmup, config.batches))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(config.schedule, config.warmup, config.batches,
+                                                             config.milestones))
     autocast = _autocast(config.precision, device)
     sampler = BalancedBatchSampler(labels.tolist(), config.classes_per_batch, config.instances,
                                    config.batches, config.seed)
@@ -232,7 +255,7 @@ def train_gpw(images: torch.Tensor, labels: torch.Tensor, config: GPWConfig = GP
     history = []
     bar = tqdm(sampler, desc="GPW", disable=not progress)
     for step, batch in enumerate(bar):
-        x = _augment(images[batch], transform).to(device)
+        x = _augment(images[batch] if torch.is_tensor(images) else [images[i] for i in batch], transform).to(device)
         with autocast:
             embeddings = model(x)
         loss = multi_similarity_loss(embeddings.float(), labels[batch].to(device), config.alpha, config.beta,

@@ -68,7 +68,7 @@ def test_recall_excludes_the_query_itself():
 
 def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
     torch.manual_seed(0)
-    model = GPWEmbedding("resnet18", dim=32, last_stride=1).train()
+    model = GPWEmbedding("resnet18", dim=32, last_stride=1, freeze_bn=True).train()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert len(norms) == 20   # ResNet-18: the stem's, two per basic block (8) and one per downsample (3)
     before = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
@@ -82,6 +82,24 @@ def test_embedding_is_unit_norm_and_batchnorm_stays_frozen():
     assert fmap.shape == (1, 512, 5, 5)   # last stride 1: total stride 16
     standard = GPWEmbedding("resnet18", dim=32).eval()
     assert forward_with_features(standard, standard.target_layer, torch.rand(1, 3, 80, 80))[1].shape[-2:] == (3, 3)
+
+
+def test_batchnorm_statistics_frozen_affine_trained_as_the_ms_loss_reference():
+    """freeze_bn="stats" (the default, and gpw-cub's): after a training step every BatchNorm's running statistics
+    are unchanged (eval mode in train()), while its weight and bias received gradients and moved."""
+    torch.manual_seed(0)
+    model = GPWEmbedding("resnet18", dim=16, last_stride=1).train()
+    assert model.freeze_bn == "stats"
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [(m.running_mean.clone(), m.running_var.clone(), m.weight.detach().clone()) for m in norms]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.rand(4, 3, 48, 48)).sum().backward()
+    opt.step()
+    for m, (mean, var, weight) in zip(norms, stats):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+        assert m.weight.requires_grad and not torch.equal(m.weight.detach(), weight)
+    with pytest.raises(ValueError, match="'stats'"):
+        GPWEmbedding("resnet10", freeze_bn="yes")
 
 
 def test_trainable_batchnorm_for_training_from_scratch():

@@ -86,6 +86,41 @@ def test_cosine_schedule_matches_torch_after_the_warm_up():
     assert [constant(s) for s in range(5)] == [1 / 3, 2 / 3, 1.0, 1.0, 1.0]
 
 
+def test_step_schedule_matches_torch_multistep():
+    """gpw-cub's schedule (the MS-loss reference's ×0.1 at 1,200 and 2,400) against torch's MultiStepLR."""
+    from sfam_lite.train import lr_factor
+    factor = lr_factor("step", 0, 3000, (1200, 2400))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    multistep = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1200, 2400], gamma=0.1)
+    for s in range(3000):
+        assert math.isclose(factor(s), opt.param_groups[0]["lr"], rel_tol=1e-12)
+        opt.step()
+        multistep.step()
+    import pytest
+    with pytest.raises(ValueError, match="needs milestones"):
+        GPWConfig(schedule="step")
+    with pytest.raises(TypeError, match="milestones"):
+        GPWConfig(schedule="step", milestones="1200")
+
+
+def test_gpw_trains_on_whole_images_of_different_sizes():
+    """CUB's images are kept whole (short side resized, their own aspect ratio) and cropped per batch: a list of
+    (3, H, W) uint8 tensors of different sizes trains, gives the same model as the same images stacked when they
+    happen to share one size, and a list with a bad item is refused."""
+    images, labels = toy_data(n_classes=2, per_class=2, size=40)
+    cfg = GPWConfig(dim=8, image_size=32, classes_per_batch=2, instances=2, batches=2)
+    stacked, _ = train_gpw(images, labels, cfg, progress=False)
+    listed, _ = train_gpw(list(images), labels, cfg, progress=False)
+    for a, b in zip(stacked.state_dict().values(), listed.state_dict().values()):
+        assert torch.equal(a, b)
+    mixed = [images[0][:, :, :40], images[1][:, :36, :], images[2], images[3][:, :, :34]]
+    model, hist = train_gpw(mixed, labels, cfg, progress=False)
+    assert len(hist) == 2 and all(math.isfinite(h["loss"]) for h in hist)
+    import pytest
+    with pytest.raises(ValueError, match="item 1"):
+        train_gpw([images[0], images[1].float()], labels[:2], cfg, progress=False)
+
+
 def test_bad_gpw_configuration_is_refused_when_made():
     import pytest
     for field, value, message in (("schedule", "linear", "'linear'"), ("precision", "float16", "'float16'"),

@@ -1,8 +1,8 @@
 """GPW / multi-similarity loss (Wang et al., CVPR 2019): a retrieval embedding compared by cosine similarity.
 
 The embedding is a torchvision ResNet up to global average pooling, ``Linear → dim`` and L2
-normalisation, with every BatchNorm frozen (running statistics and affine parameters), as the
-MS-loss reference implementation trains it.
+normalisation. The MS-loss reference implementation keeps every BatchNorm in eval mode while it trains (its
+running statistics frozen, its affine parameters trained): ``freeze_bn="stats"``.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ class GPWEmbedding(nn.Module):
     """``arch`` is a torchvision ResNet name. ``last_stride=1`` removes the stride of the last stage
     (total stride 32 → 16, the "last stride" trick of re-identification models), so that small CPU-sized
     inputs still give a usable final feature map: 80 px → 5×5.
-    ``freeze_bn`` freezes every BatchNorm as MS loss does with an ImageNet-pretrained backbone; a backbone
+    ``freeze_bn="stats"`` keeps every BatchNorm's running statistics frozen and trains its affine parameters, as
+    MS loss does with an ImageNet-pretrained backbone; ``True`` freezes the affine parameters too; a backbone
     trained from scratch needs its BatchNorm to learn (``freeze_bn=False``), or it has no normalisation."""
 
     def __init__(self, arch: str = "resnet50", dim: int = 512, weights=None, last_stride: int = 2,
-                 freeze_bn: bool = True):
+                 freeze_bn: bool | str = "stats"):
         super().__init__()
         backbone = _resnet(arch, weights)
         if last_stride != 2:
@@ -44,9 +45,11 @@ class GPWEmbedding(nn.Module):
         backbone.avgpool = nn.AdaptiveAvgPool2d(1)
         self.backbone = backbone
         self.embed = nn.Linear(self.channels, dim)
+        if not (isinstance(freeze_bn, bool) or freeze_bn == "stats"):
+            raise ValueError(f"freeze_bn must be True, False or 'stats', got {freeze_bn!r}.")
         self.freeze_bn = freeze_bn
         for m in self.backbone.modules():
-            if isinstance(m, nn.BatchNorm2d) and freeze_bn:
+            if isinstance(m, nn.BatchNorm2d) and freeze_bn is True:
                 m.weight.requires_grad_(False)
                 m.bias.requires_grad_(False)
 
