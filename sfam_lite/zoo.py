@@ -22,6 +22,7 @@ import os
 import pickle
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -284,9 +285,8 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
     record, model, problem = *_cached(name, config, path), None
     if record is None:
-        from data_download.publish import first_use_lock
         seen = _file_state(path)
-        with first_use_lock(path.parent):     # a second process training the same cache waits here ...
+        with training_lock(path):              # a second process training the same model waits here ...
             if _file_state(path) not in (None, seen):   # ... and reuses what the first one wrote meanwhile
                 record, model = _cached(name, config, path)
             if record is None:
@@ -298,6 +298,27 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
     if problem:
         model.meta["cache_error"] = problem
     return model
+
+
+@contextmanager
+def training_lock(path: Path):
+    """Hold an exclusive lock for training the model whose checkpoint is ``path``: a second process that trains the
+    *same* model (same name, configuration and data) waits here and then reuses the first one's checkpoint, while
+    other models train in parallel. The lock is ``flock`` on an empty file ``.<checkpoint name>.lock`` beside the
+    checkpoint, which stays; where the file system has no locks the block runs unlocked."""
+    import fcntl
+    from data_download.errors import disk_errors
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def _file_state(path: Path):

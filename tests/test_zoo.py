@@ -150,3 +150,26 @@ def test_two_first_uses_at_once_train_once(tiny_root, tmp_path):
     assert all(p.returncode == 0 for p in procs), outs
     assert outs[0][0].strip() and outs[0][0] == outs[1][0], outs
     assert len(list((tmp_path / "models").glob("*.pt"))) == 1
+
+
+def test_the_training_lock_holds_one_model_only(tmp_path):
+    """While one model trains (its lock held), a second process training the same model waits, but another model
+    does not wait: the lock is per checkpoint, not per cache folder. Silently slow before: every chapter that
+    loaded any model waited for whichever model was being trained."""
+    import threading
+    first, same, other = (tmp_path / "models" / f"{n}.pt" for n in ("a-1", "a-1", "b-2"))
+    entered = {"same": threading.Event(), "other": threading.Event()}
+
+    def take(path, key):
+        with zoo.training_lock(path):
+            entered[key].set()
+    with zoo.training_lock(first):
+        threads = [threading.Thread(target=take, args=(same, "same")), threading.Thread(target=take, args=(other, "other"))]
+        for t in threads:
+            t.start()
+        assert entered["other"].wait(10), "another model's training waited for this one"
+        assert not entered["same"].wait(0.5), "the same model's training did not wait"
+    assert entered["same"].wait(10)
+    for t in threads:
+        t.join(10)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".a-1.pt.lock", ".b-2.pt.lock"]
