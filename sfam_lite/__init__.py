@@ -7,6 +7,8 @@
   (:mod:`sfam_lite.baselines`), beside SFAM's own ablations :class:`AllOnes` (every weight 1) and :class:`RawCIS`
   (no Eq. 4); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
   image-independent reference maps (:mod:`sfam_lite.references`).
+* :func:`explain_episode` — an N-way K-shot episode, features computed once per image (:mod:`sfam_lite.episodes`);
+  :func:`vit_tokens_to_grid` — a ViT layer's tokens as a feature map, for ``reshape_transform=``.
 * :mod:`sfam_lite.localization` and :mod:`sfam_lite.evaluate` — the localisation protocol and the paper's
   Tables 1-2 (§4.3); :mod:`sfam_lite.sanity` — randomisation checks (§4.4) and deletion/insertion curves.
 * :mod:`sfam_lite.slider` — a self-contained HTML slider over pre-rendered frames (works without a kernel);
@@ -15,25 +17,31 @@
   support?); :mod:`sfam_lite.position_cis` — the book's extension tested there, CIS per query position.
 """
 from . import cis
-from .explainer import SFAM, Explanation, PairContext, PairExplainer
+from .explainer import SFAM, Explanation, PairContext, PairExplainer, output_similarity
 from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
+from .episodes import EpisodeExplanation, explain_episode
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
+from .reshape_transforms import vit_tokens_to_grid
 from .maps import minmax_normalize, sfam_map, upsample
 
-__all__ = ["cis", "plotting", "SFAM", "RAM", "CGRAM", "GradFAM", "Decomposition", "AllOnes", "RawCIS", "CentreBoxMap",
-           "CentredGaussianMap", "RandomMap", "Explanation", "PairContext", "PairExplainer", "sfam_map",
-           "upsample", "minmax_normalize"]
+__all__ = ["cis", "plotting", "localization", "metrics", "sanity", "SFAM", "RAM", "CGRAM", "GradFAM",
+           "Decomposition", "AllOnes", "RawCIS", "CentreBoxMap", "CentredGaussianMap", "RandomMap", "Explanation",
+           "PairContext", "PairExplainer", "EpisodeExplanation", "explain_episode", "output_similarity",
+           "vit_tokens_to_grid", "sfam_map", "upsample", "minmax_normalize"]
 __version__ = "0.1.0"
+
+#: submodules imported on first use (``sfam_lite.sanity.…`` works after ``import sfam_lite``) rather than by
+#: ``import sfam_lite``: ``plotting`` imports ``matplotlib.pyplot`` (slow, and it picks a plotting backend), and
+#: the others scipy and the evaluation code, which explaining a model does not need.
+_LAZY = ("plotting", "localization", "metrics", "sanity")
 
 
 def __getattr__(name: str):
-    """``sfam_lite.plotting`` is imported on first use: it imports ``matplotlib.pyplot``, which the
-    computations do not need (and which is slow to import and picks a plotting backend)."""
-    if name == "plotting":
+    if name in _LAZY:
         import importlib
-        return importlib.import_module(".plotting", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + ["plotting"])
+    return sorted(set(globals()) | set(_LAZY))

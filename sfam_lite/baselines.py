@@ -19,20 +19,20 @@ import warnings
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .explainer import SFAM, FeatureCapture, PairContext, PairExplainer, _pool_spatial
+from .explainer import SFAM, FeatureCapture, PairContext, PairExplainer, _pool_spatial, output_similarity
+
+#: the type of ``reshape_transform=``: the target layer's output -> ``(B, N, h, w)``
+Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 
 def cosine_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
     """``cos(e^Q, ē^S)``: the cosine similarity of the query's embedding ``(B, D)`` and the mean ē^S of its K
     L2-normalised support embeddings ``(B, K, D)`` (so the target is the same whether or not the model
-    normalises its output); spatial outputs ``(B, C, H, W)`` / ``(B, K, C, H, W)`` are average-pooled first."""
-    spatial = query_output.ndim == 4
-    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
-    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
-    return F.cosine_similarity(e_q, F.normalize(e_s, dim=-1).mean(1), dim=-1)
+    normalises its output); spatial outputs ``(B, C, H, W)`` / ``(B, K, C, H, W)`` are average-pooled first.
+    It is :func:`~sfam_lite.explainer.output_similarity` with ``metric="cosine"``."""
+    return output_similarity(query_output, support_output, "cosine")
 
 
 def embedding_norm_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
@@ -63,11 +63,14 @@ def _gradient_weights(ctx: PairContext):
 
 class RAM(PairExplainer):
     """Ranking activation map, reconstructed: each image weights its own channels by its pooled feature,
-    ``w_n = v_n = p(A)_n``; the query map ignores the support image and vice versa."""
+    ``w_n = v_n = p(A)_n``; the query map ignores the support image and vice versa. ``reshape_transform``: as for
+    :class:`~sfam_lite.explainer.PairExplainer`."""
     rectify = True
+    explains = None     # no similarity of the pair: each image weights its channels by its own pooled feature
 
-    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg"):
-        super().__init__(model, target_layer, pool)
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg", *,
+                 reshape_transform: Reshape | None = None):
+        super().__init__(model, target_layer, pool, reshape_transform=reshape_transform)
 
     def channel_weights(self, ctx):
         return ctx.query_vectors, ctx.support_vectors_each, ctx.query_vectors
@@ -89,19 +92,34 @@ class CGRAM(PairExplainer):
         head: for :meth:`explain_features`: the layers after the target layer (features → model output).
         output: for a model (or head) that returns a tuple, list or dict: the key or index of the embedding tensor
             in it, or a callable that returns it (:class:`~sfam_lite.explainer.PairExplainer`).
+        output_transform: the callable form of ``output``, e.g. ``lambda out: out["embedding"]``.
+        reshape_transform: the target layer's output to ``(B, N, h, w)`` (applied to the gradients too), e.g.
+            :func:`sfam_lite.vit_tokens_to_grid`.
+
+    Unlike SFAM's, the similarity it explains is the model's own: ``Explanation.explained_similarity`` is the
+    target's value, and with the default target equals ``model_similarity``.
     """
     needs_gradients = True
     rectify = True
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, target: Callable = cosine_target,
-                 head: Callable | None = None, output: str | int | Callable | None = None):
-        super().__init__(model, target_layer, "avg", head, output)
+                 head: Callable | None = None, output: str | int | Callable | None = None, *,
+                 output_transform: Callable[..., torch.Tensor] | None = None, reshape_transform: Reshape | None = None):
+        super().__init__(model, target_layer, "avg", head, output, reshape_transform=reshape_transform,
+                         output_transform=output_transform)
         if not callable(target):
             raise TypeError("target must be a callable (query_output, support_output) -> (B,) similarities.")
         self._target = target
+        if target is cosine_target:
+            self.metric, self.explains = "cosine", "cosine of the model's output embeddings"
+        else:
+            self.explains = f"the model's output, through the target {getattr(target, '__name__', repr(target))}"
 
     def target(self, query_output, support_output):
         return self._target(query_output, support_output)
+
+    def similarity(self, ctx):
+        return ctx.target_values
 
     def channel_weights(self, ctx):
         alpha_q, alpha_s = _gradient_weights(ctx)
@@ -117,15 +135,19 @@ class GradFAM(PairExplainer):
     :class:`sfam_lite.models.GPWEmbedding`, ``model.embed``); by default the model's output (a spatial
     output average-pooled). For :meth:`explain_features`, ``head`` maps features to that raw embedding. For a model
     (or head) that returns a tuple, list or dict, ``output`` is the key or index of the embedding tensor in it, or a
-    callable that returns it.
+    callable that returns it (or ``output_transform``, a callable). ``reshape_transform``: as for
+    :class:`~sfam_lite.explainer.PairExplainer`.
     """
     needs_gradients = True
     rectify = True
+    explains = None     # no similarity of the pair: each image's own embedding norm
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None,
                  embedding_layer: nn.Module | None = None, head: Callable | None = None,
-                 output: str | int | Callable | None = None):
-        super().__init__(model, target_layer, "avg", head, output)
+                 output: str | int | Callable | None = None, *,
+                 output_transform: Callable[..., torch.Tensor] | None = None, reshape_transform: Reshape | None = None):
+        super().__init__(model, target_layer, "avg", head, output, reshape_transform=reshape_transform,
+                         output_transform=output_transform)
         self._embedding = None
         if embedding_layer is not None:
             if model is None:
@@ -170,24 +192,37 @@ class Decomposition(PairExplainer):
     position first, so that ``P`` decomposes the embeddings' dot product rather than the pooled features'.
 
     It decomposes a dot product; for a Euclidean model it is not defined, as the paper's Table 1 says ("—"):
-    ``metric="euclidean"`` is refused.
+    ``metric="euclidean"`` is refused. ``reshape_transform`` / ``output_transform``: as for
+    :class:`~sfam_lite.explainer.PairExplainer`.
     """
     rectify = True
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, metric: str = "cosine",
-                 projection: nn.Linear | torch.Tensor | None = None):
+                 projection: nn.Linear | torch.Tensor | None = None, *, reshape_transform: Reshape | None = None,
+                 output_transform: Callable[..., torch.Tensor] | None = None):
         if metric != "cosine":
             raise ValueError(f"Decomposition is defined for dot-product or cosine similarity only, not {metric!r}: "
                              "the similarity of a Euclidean model does not decompose into point-to-point products. "
                              "Report it as not applicable ('—'), as the paper does.")
-        super().__init__(model, target_layer, "avg")
+        super().__init__(model, target_layer, "avg", reshape_transform=reshape_transform,
+                         output_transform=output_transform)
         if isinstance(projection, nn.Linear):
             projection = projection.weight
         if projection is not None and (not isinstance(projection, torch.Tensor) or projection.ndim != 2):
             raise TypeError("projection must be an nn.Linear or a (D, N) matrix.")
         self.projection = projection
+        self.metric = metric
+        self.explains = ("dot product of the " + ("projected " if projection is not None else "") +
+                         "pooled target-layer features (the mean of the point-to-point similarities)")
 
-    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None):
+    def similarity(self, ctx):
+        v_q, v_s = ctx.query_vectors, ctx.support_vectors
+        if self.projection is not None:
+            w = self.projection.detach().to(v_q)
+            v_q, v_s = v_q @ w.T, v_s @ w.T
+        return (v_q * v_s).sum(-1)
+
+    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None, **extra):
         # checked before any work: the projection reads the target layer's N channels at every position
         if self.projection is not None and self.projection.shape[1] != a_q.shape[1]:
             raise ValueError(f"projection has input width {self.projection.shape[1]} (a (D, N) = "
@@ -195,7 +230,7 @@ class Decomposition(PairExplainer):
                              f"N = {a_q.shape[1]} channels. Pass the neck that reads this layer's output, an "
                              f"nn.Linear({a_q.shape[1]}, D) or a (D, {a_q.shape[1]}) matrix, or choose the target "
                              "layer that feeds it.")
-        return super()._explain(a_q, a_s, size, grad_q, grad_s)
+        return super()._explain(a_q, a_s, size, grad_q, grad_s, **extra)
 
     def channel_weights(self, ctx):
         return None, None, None
@@ -221,9 +256,11 @@ class AllOnes(PairExplainer):
     It ignores the support image entirely. Since Eq. 4 maps the closest channel to 1 and most others near it
     (``Norm(ω_n) = (max d − d_n) / (max d − min d)``, chapter 10), SFAM's map differs from this one only by how far
     its weights fall below 1. As SFAM, it returns Eq. 3 without rectification."""
+    explains = None     # no similarity of the pair: the plain channel sum of each image's features
 
-    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg"):
-        super().__init__(model, target_layer, pool)
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg", *,
+                 reshape_transform: Reshape | None = None):
+        super().__init__(model, target_layer, pool, reshape_transform=reshape_transform)
 
     def channel_weights(self, ctx):
         return torch.ones_like(ctx.query_vectors), None, None

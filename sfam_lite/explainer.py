@@ -11,6 +11,13 @@ Every explainer also explains from feature maps computed once per image
 (:meth:`PairExplainer.explain_features`), so many pairs cost no backbone passes; an explainer
 built with ``model=None`` does only that and installs no hook. Gradient methods need the layers
 after the target layer for this, as a ``head``.
+
+Every explainer takes, as pytorch-grad-cam's do, ``reshape_transform=`` (the target layer's output, e.g. a
+transformer's ``(B, T, D)`` tokens, to a ``(B, N, h, w)`` map; :func:`sfam_lite.vit_tokens_to_grid`) and
+``output_transform=`` (what the model returns, e.g. a dict, to its embedding tensor). Each :class:`Explanation` names
+the similarity its maps explain (``explains``: for SFAM the pooled target-layer features' ``V = p(f(x))``, Eq. 1,
+not the model's output) beside the model's own similarity of the pair (``model_similarity``), so the two can be
+compared; :func:`sfam_lite.explain_episode` explains an N-way K-shot episode.
 """
 from __future__ import annotations
 
@@ -19,10 +26,11 @@ from dataclasses import dataclass, fields
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import cis
-from ._checks import as_float_tensor, check_finite, check_ndim
+from ._checks import as_float_tensor, check_finite, check_ndim, compute_dtype
 from .maps import sfam_map, upsample
 
 POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -47,6 +55,17 @@ class Explanation:
         squared_distance: ``(B,)`` ``‖V^Q - V^S‖²``, the D of Eq. 2.
         cosine_similarity: ``(B,)`` ``cos(V^Q, V^S)``; the D of Eq. 5 is ``2 - 2 cos``.
         query_features, support_features: the feature maps ``(B, N, h, w)`` and ``(B, K, N, h, w)``.
+        explains: which similarity the maps explain, in words. SFAM: the cosine (``metric="cosine"``, Eq. 5) or minus
+            the squared Euclidean distance (Eq. 2) of the *pooled target-layer features* ``V = p(f(x))`` (Eq. 1), not of
+            the model's output; CG-RAM: the cosine of the model's output embeddings; None for a method that
+            explains no similarity of the pair (RAM, Grad-FAM, the reference maps).
+        explained_similarity: ``(B,)`` the value of that similarity for each pair, larger meaning more alike (SFAM:
+            ``cos(V^Q, V^S)``, or ``-‖V^Q - V^S‖²``; CG-RAM: its target); None where ``explains`` is None.
+        model_similarity: ``(B,)`` the model's own similarity of each pair, from its output (picked by
+            ``output_transform=`` / ``output=``), by the explainer's metric: ``cos(e^Q, ē^S)`` for cosine,
+            ``-‖e^Q - ē^S‖²`` for Euclidean (:func:`output_similarity`). None when the model did not run in the call
+            (:meth:`PairExplainer.explain_features`), when its output is a tuple or dict and nothing picks the
+            embedding, or when the method has no metric.
     """
 
     query_maps: torch.Tensor
@@ -60,11 +79,17 @@ class Explanation:
     query_features: torch.Tensor | None = None
     support_features: torch.Tensor | None = None
     support_weights: torch.Tensor | None = None
+    explains: str | None = None
+    explained_similarity: torch.Tensor | None = None
+    model_similarity: torch.Tensor | None = None
 
     def take(self, index) -> "Explanation":
         """The explanation of the queries ``index`` only (every tensor field indexed along its first dimension)."""
-        return Explanation(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
-                              for f in fields(self)})
+        return Explanation(**{f.name: _index(getattr(self, f.name), index) for f in fields(self)})
+
+
+def _index(value, index):
+    return value[index] if isinstance(value, torch.Tensor) else value
 
 
 @dataclass
@@ -83,6 +108,8 @@ class PairContext:
     support_vectors: torch.Tensor
     query_gradients: torch.Tensor | None = None
     support_gradients: torch.Tensor | None = None
+    #: for gradient methods: the target's value per pair ``(B,)``
+    target_values: torch.Tensor | None = None
 
 
 def _version(t: torch.Tensor):
@@ -204,6 +231,29 @@ def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(-2, -1)) if x.ndim >= 4 else x
 
 
+def output_similarity(query_output: torch.Tensor, support_output: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """The model's own similarity ``(B,)`` of each query's output ``(B, ...)`` to its K support images' ``(B, K, ...)``.
+
+    ``"cosine"``: ``cos(e^Q, ē^S)``, ``ē^S`` the mean of the K L2-normalised support embeddings (CG-RAM's target,
+    :func:`sfam_lite.baselines.cosine_target`); ``"euclidean"``: ``-‖e^Q - ē^S‖²``, ``ē^S`` their plain mean (a
+    prototypical network's prototype). For K = 1 both are the pair's cosine or minus squared distance. A spatial
+    output ``(B, C, H, W)`` / ``(B, K, C, H, W)`` is average-pooled first, any other flattened to a vector.
+    """
+    spatial = query_output.ndim == 4
+    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
+    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
+    if metric == "cosine":
+        return F.cosine_similarity(e_q, F.normalize(e_s, dim=-1).mean(1), dim=-1)
+    if metric == "euclidean":
+        return -(e_q - e_s.mean(1)).square().sum(-1)
+    raise ValueError(f"unknown metric {metric!r}; choose one of {cis.METRICS}.")
+
+
+_TOKENS_HINT = ("tokens of a transformer layer (B, T, D) rather than a (B, N, H, W) feature map? Pass "
+                "reshape_transform=sfam_lite.vit_tokens_to_grid (drops the class token and lays the patch tokens "
+                "out as a (B, D, h, w) grid), or your own callable returning (B, N, h, w), as for pytorch-grad-cam.")
+
+
 class PairExplainer:
     """Shared pipeline: capture the target layer for query and support images, pool, weight, combine.
 
@@ -222,15 +272,28 @@ class PairExplainer:
         output: for gradient methods, the part of what the model (or ``head``) returns that :meth:`target` reads,
             when it returns a tuple, list or dict rather than the embedding tensor: a key or index (``"embedding"``,
             ``0``) or a callable ``returned -> tensor``. None (default): the returned tensor itself.
+        reshape_transform: pytorch-grad-cam's ``reshape_transform``: a callable from the target layer's output to
+            the ``(B, N, h, w)`` feature map ``A``, e.g. :func:`sfam_lite.vit_tokens_to_grid` for a ViT layer's
+            ``(B, T, D)`` tokens. Gradient methods apply it to the gradients too (as grad-cam does). Features given
+            to :meth:`explain_features` are taken as already transformed.
+        output_transform: a callable from what the model (or ``head``) returns to its embedding tensor, e.g.
+            ``lambda out: out["embedding"]`` for a model returning a dict; applied before any target and for
+            ``Explanation.model_similarity``. The documented name for the callable form of ``output=`` (give one).
     """
 
     #: whether :meth:`channel_weights` reads ``query_gradients`` / ``support_gradients``
     needs_gradients = False
     #: ReLU at feature resolution before upsampling (Grad-CAM's convention); SFAM returns Eq. 3 as it is
     rectify = False
+    #: which similarity of the pair the maps explain (``Explanation.explains``); None: no similarity of the pair
+    explains: str | None = None
+    #: the metric of ``Explanation.model_similarity`` (:func:`output_similarity`); None: not computed
+    metric: str | None = None
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None, pool: str | Callable = "avg",
-                 head: Callable | None = None, output: str | int | Callable | None = None):
+                 head: Callable | None = None, output: str | int | Callable | None = None, *,
+                 reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 output_transform: Callable[..., torch.Tensor] | None = None):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module (or None to explain cached features), got {type(model).__name__}.")
         if model is None and target_layer is not None:
@@ -248,7 +311,19 @@ class PairExplainer:
         if output is not None and not (callable(output) or isinstance(output, (str, int))) or isinstance(output, bool):
             raise TypeError(f"output must be a key or index of what the model returns (e.g. 'embedding' or 0) or a "
                             f"callable returning the embedding tensor, got {type(output).__name__}.")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError("reshape_transform must be a callable mapping the target layer's output to the "
+                            "(B, N, h, w) feature map (e.g. sfam_lite.vit_tokens_to_grid for a ViT's tokens), got "
+                            f"{type(reshape_transform).__name__}.")
+        if output_transform is not None and not callable(output_transform):
+            raise TypeError("output_transform must be a callable mapping what the model returns to its embedding "
+                            f"tensor (e.g. lambda out: out['embedding']), got {type(output_transform).__name__}.")
+        if output is not None and output_transform is not None:
+            raise ValueError("output= and output_transform= both given; pass one: output_transform= is the callable "
+                             "form (e.g. output_transform=lambda out: out['embedding']), output= also takes a key or "
+                             "index ('embedding', 0).")
         self.model, self.pool, self.head, self.output = model, pool, head, output
+        self.reshape_transform, self.output_transform = reshape_transform, output_transform
         self._capture = FeatureCapture(target_layer, keep_graph=self.needs_gradients) if model is not None else None
 
     # -- the part a method defines -----------------------------------------------------------
@@ -262,26 +337,36 @@ class PairExplainer:
         query's output ``(B, ...)`` and its support images' outputs ``(B, K, ...)``."""
         raise NotImplementedError
 
+    def similarity(self, ctx: PairContext) -> torch.Tensor | None:
+        """The value ``(B,)`` of the similarity named by :attr:`explains` (``Explanation.explained_similarity``),
+        larger meaning more alike; None for a method that explains no similarity of the pair."""
+        return None
+
     def read_output(self, returned, source: str = "the model") -> torch.Tensor:
-        """The tensor :meth:`target` reads from what ``source`` (the model or ``head``) returned, picked by ``output=``;
-        ``TypeError`` naming ``output=`` when it is a tuple, list or dict and nothing picks the tensor."""
-        picked = returned
-        if self.output is not None:
+        """The embedding tensor in what ``source`` (the model or ``head``) returned, picked by ``output_transform=`` or
+        ``output=``; ``TypeError`` naming them when it is a tuple, list or dict and nothing picks the tensor."""
+        picked, picker = returned, self.output_transform if self.output_transform is not None else self.output
+        if picker is not None:
+            name = "output_transform" if self.output_transform is not None else f"output={self.output!r}"
             try:
-                picked = self.output(returned) if callable(self.output) else returned[self.output]
+                picked = picker(returned) if callable(picker) else returned[picker]
             except (KeyError, IndexError, TypeError) as error:
-                raise TypeError(f"output={self.output!r} cannot pick the embedding from what {source} returned "
+                raise TypeError(f"{name} cannot pick the embedding from what {source} returned "
                                 f"({_describe(returned)}): {error!r}.") from None
+            if not isinstance(picked, torch.Tensor):
+                raise TypeError(f"{name} returned {_describe(picked)}, not a tensor, from what {source} returned "
+                                f"({_describe(returned)}); it must return the embedding tensor.")
         if not isinstance(picked, torch.Tensor):
             raise TypeError(f"{source} returned {_describe(picked)}, not a tensor, so {type(self).__name__} cannot "
                             "take the gradient of its target. Pass output=, the key or index of the embedding "
-                            "tensor in it (or a callable that returns it), or wrap the model so that it returns "
-                            "the embedding tensor.")
+                            "tensor in it (e.g. output='embedding'), or output_transform=, a callable that returns it "
+                            "(e.g. output_transform=lambda out: out['embedding']), or wrap the model so that it "
+                            "returns the embedding tensor.")
         return picked
 
     def target_input(self, model_output: torch.Tensor) -> torch.Tensor:
         """What :meth:`target` reads, taken right after a forward pass: the model's output by default (the part that
-        ``output=`` picks, :meth:`read_output`)."""
+        ``output_transform=`` / ``output=`` picks, :meth:`read_output`)."""
         return self.read_output(model_output)
 
     def combine(self, ctx: PairContext, query_weights: torch.Tensor, support_weights: torch.Tensor):
@@ -294,28 +379,74 @@ class PairExplainer:
 
     # -- the shared pipeline -----------------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Run the model on ``(B, C, H, W)`` images and return the target layer's ``(B, N, h, w)`` output."""
+        """Run the model on ``(B, C, H, W)`` images and return the target layer's ``(B, N, h, w)`` output (after
+        ``reshape_transform``)."""
+        return self._forward(images)[1]
+
+    def _forward(self, images: torch.Tensor):
+        """One pass without gradients: (the model's embedding for ``model_similarity``, or None; the ``(B, N, h, w)``
+        feature map)."""
         self._require_model()
         with torch.no_grad(), eval_mode(self.model):
-            out = self._capture.run(self.model, images)[1]
-        self._check_features(out)
-        return out.detach()
+            returned, raw = self._capture.run(self.model, images)
+            a = self._grid(raw)
+            embedding = self._model_embedding(returned)
+        return embedding, a.detach()
+
+    def _model_embedding(self, returned) -> torch.Tensor | None:
+        """The embedding in the model's (or head's) output for ``model_similarity``, detached; None when the method
+        has no metric, or the output is not a tensor and neither ``output_transform=`` nor ``output=`` is given."""
+        if self.metric is None or (self.output is None and self.output_transform is None
+                                   and not isinstance(returned, torch.Tensor)):
+            return None
+        return self.read_output(returned).detach()
+
+    def _model_similarity(self, e_q: torch.Tensor | None, e_s: torch.Tensor | None, b: int, k: int):
+        """:func:`output_similarity` of B query embeddings and K support embeddings per query (``e_s``: ``(K, ...)``
+        shared by every query, or ``(B·K, ...)``), computed in float32 for half-precision models."""
+        if e_q is None or e_s is None or e_q.ndim == 0 or e_s.ndim == 0 or e_q.shape[0] != b \
+                or e_s.shape[0] not in (k, b * k) or e_q.shape[1:] != e_s.shape[1:]:
+            return None         # not one embedding per image: the model's output is not comparable pair by pair
+        e_s = e_s.reshape(-1, k, *e_s.shape[1:])
+        e_s = e_s.expand(b, *e_s.shape[1:])
+        wide = compute_dtype(e_q.dtype)
+        return output_similarity(e_q.to(wide), e_s.to(wide), self.metric)
 
     def _require_model(self):
         if self.model is None:
             raise RuntimeError(f"this {type(self).__name__} was built without a model; call explain_features on "
                                "cached feature maps, or build it with a model and target layer.")
 
+    def _grid(self, raw: torch.Tensor) -> torch.Tensor:
+        """The feature map ``A`` ``(B, N, h, w)`` from the target layer's output (or a gradient with respect to it):
+        ``reshape_transform(raw)`` when given; checked."""
+        if self.reshape_transform is None:
+            self._check_features(raw.detach())
+            return raw
+        grid = self.reshape_transform(raw)
+        if not isinstance(grid, torch.Tensor) or grid.ndim != 4 or grid.shape[0] != raw.shape[0]:
+            got = f"shape {tuple(grid.shape)}" if isinstance(grid, torch.Tensor) else _describe(grid)
+            raise ValueError(f"reshape_transform returned {got} for the target layer's output of shape "
+                             f"{tuple(raw.shape)}; it must return the (B, N, h, w) feature map with the same batch "
+                             f"size B = {raw.shape[0]} (for a ViT's (B, T, D) tokens: sfam_lite.vit_tokens_to_grid).")
+        check_finite(grid.detach(), "reshape_transform's output")
+        return grid
+
     @staticmethod
     def _check_features(out):
+        if out.ndim == 3:
+            raise ValueError(f"the target layer's output must have shape (B, N, H, W), got shape {tuple(out.shape)}: "
+                             + _TOKENS_HINT)
         check_ndim(out, "the target layer's output", (4,), "(B, N, H, W)")
         check_finite(out, "the target layer's output")
 
     def __call__(self, query_images: torch.Tensor, support_images: torch.Tensor) -> Explanation:
-        """Explain B queries against support images.
+        """Explain B queries against support images of ONE class.
 
-        ``support_images`` is ``(K, C, H, W)`` (one support set for every query) or
-        ``(B, K, C, H, W)`` (a support set per query); K ≥ 1.
+        ``support_images`` is ``(K, C, H, W)`` (one support set for every query) or ``(B, K, C, H, W)`` (a support
+        set per query); K ≥ 1. The K images are shots of one class: their pooled vectors are averaged into one
+        prototype ``V^S`` (Eq. 1). Five images of five classes given as ``(5, C, H, W)`` are therefore explained as
+        ONE class's prototype; to explain queries against N classes, use :func:`sfam_lite.explain_episode`.
         """
         self._require_model()
         query_images = as_float_tensor(query_images, "query_images")
@@ -340,10 +471,10 @@ class PairExplainer:
         flat_support = support_images.reshape(-1, *support_images.shape[-3:])
 
         if not self.needs_gradients:
-            a_q = self.features(query_images)
-            a_s = self.features(flat_support)
+            e_q, a_q = self._forward(query_images)
+            e_s, a_s = self._forward(flat_support)
             a_s = a_s.reshape(1 if shared else b, k, *a_s.shape[1:]).expand(b, -1, -1, -1, -1)
-            return self._explain(a_q, a_s, size)
+            return self._explain(a_q, a_s, size, model_similarity=self._model_similarity(e_q, e_s, b, k))
 
         # gradient methods: a support image shared by all queries gets a gradient per query, so repeat it
         flat_support = support_images.expand(b, *support_images.shape[-4:]).reshape(-1, *support_images.shape[-3:]) \
@@ -352,23 +483,27 @@ class PairExplainer:
         # a tensor made under inference mode cannot enter an autograd graph; a clone made outside it can
         query_images, flat_support = (x.clone() if x.is_inference() else x for x in (query_images, flat_support))
         with torch.enable_grad(), eval_mode(self.model):
-            out_q, a_q = self._capture.run(self.model, query_images)
-            if not a_q.requires_grad:
+            returned_q, raw_q = self._capture.run(self.model, query_images)
+            if not raw_q.requires_grad:
                 raise RuntimeError(f"{type(self).__name__} differentiates with respect to the target layer's output, "
                                    "but it does not require grad: no parameter of the model up to the target layer "
                                    "requires grad (a frozen model, e.g. after model.requires_grad_(False)). Call "
                                    "model.requires_grad_(True) before explaining (the explainer changes no weight), "
                                    "or use explain_features with head=.")
-            out_q = self.target_input(out_q)
-            out_s, a_s = self._capture.run(self.model, flat_support)
-            out_s = self.target_input(out_s)
-            self._check_features(a_q.detach())
-            self._check_features(a_s.detach())
-            grad_q, grad_s = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), a_q, a_s)
+            a_q, e_q = self._grid(raw_q), self._model_embedding(returned_q)
+            out_q = self.target_input(returned_q)
+            returned_s, raw_s = self._capture.run(self.model, flat_support)
+            a_s, e_s = self._grid(raw_s), self._model_embedding(returned_s)
+            out_s = self.target_input(returned_s)
+            grad_q, grad_s, values = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), raw_q, raw_s)
+            if self.reshape_transform is not None:       # gradients with respect to the layer's output, as a grid
+                grad_q, grad_s = self._grid(grad_q), self._grid(grad_s)
         a_s = a_s.detach().reshape(b, k, *a_s.shape[1:])
-        return self._explain(a_q.detach(), a_s, size, grad_q, grad_s.reshape(a_s.shape))
+        return self._explain(a_q.detach(), a_s, size, grad_q, grad_s.reshape(a_s.shape), target_values=values,
+                             model_similarity=self._model_similarity(e_q, e_s, b, k))
 
     def _gradients(self, out_q, out_s, a_q, a_s):
+        """Gradients of the target with respect to ``a_q`` and ``a_s``, and the target's value ``(B,)``."""
         score = self.target(out_q, out_s)
         if score.shape != (out_q.shape[0],):
             raise ValueError(f"the target returned shape {tuple(score.shape)}; it must return one value per query, "
@@ -377,27 +512,35 @@ class PairExplainer:
         if grad_q is None or grad_s is None:
             raise RuntimeError("the target does not depend on the target layer's output; check that the target "
                                "layer comes before the module the target reads.")
-        return grad_q, grad_s
+        return grad_q, grad_s, score.detach()
 
     def explain_features(self, query_features: torch.Tensor, support_features: torch.Tensor,
                          size: tuple[int, int] | None = None, head: Callable | None = None) -> Explanation:
-        """The explanation from feature maps already computed: ``(B, N, h, w)`` for the queries and
-        ``(B, K, N, h, w)`` for their support sets; maps are upsampled to ``size`` when given. Use it to
-        explain many pairs from features cached once per image. Gradient methods run ``head`` (or the
-        ``head`` given when the explainer was built) on the features to reach their target."""
+        """The explanation from feature maps already computed (e.g. by :meth:`features`, once per image).
+
+        ``query_features`` is ``(B, N, h, w)``; ``support_features`` is ``(B, K, N, h, w)`` (a support set per query)
+        or ``(K, N, h, w)`` (one support set for every query), exactly as the image call takes ``(B, K, C, H, W)`` or
+        ``(K, C, H, W)``; for one support image per query pass ``(B, 1, N, h, w)`` (``support_features[:, None]``).
+        The K maps are shots of one class (averaged into ``V^S``, Eq. 1). Maps are upsampled to ``size`` when given.
+        Gradient methods run ``head`` (or the ``head`` given when the explainer was built) on the features to reach
+        their target; ``model_similarity`` is then that head's output similarity, otherwise None."""
         a_q = as_float_tensor(query_features, "query_features").detach()
         a_s = as_float_tensor(support_features, "support_features").detach()
         check_ndim(a_q, "query_features", (4,), "(B, N, h, w)")
-        check_ndim(a_s, "support_features", (5,), "(B, K, N, h, w)")
+        check_ndim(a_s, "support_features", (4, 5), "(B, K, N, h, w) (a support set per query) or (K, N, h, w) (one "
+                   "support set for every query); for one support map per query use support_features[:, None]")
+        if a_s.ndim == 4:
+            a_s = a_s[None].expand(a_q.shape[0], -1, -1, -1, -1)
         b, k = a_s.shape[:2]
         if b != a_q.shape[0] or a_s.shape[2] != a_q.shape[1]:
             raise ValueError(f"support_features {tuple(a_s.shape)} do not match query_features {tuple(a_q.shape)} "
-                             "in batch size or channel count.")
+                             "in batch size or channel count; support_features must be (B, K, N, h, w) or "
+                             "(K, N, h, w) with the queries' N.")
         if k == 0:
             raise ValueError("support_features holds K = 0 support maps; SFAM needs at least one.")
         check_finite(a_q, "query_features")
         check_finite(a_s, "support_features")
-        grad_q = grad_s = None
+        grad_q = grad_s = values = model_similarity = None
         if self.needs_gradients:
             head = head if head is not None else self.head
             if head is None:
@@ -406,17 +549,20 @@ class PairExplainer:
             _check_autograd_available(type(self).__name__)
             with torch.enable_grad():
                 leaf_q, leaf_s = a_q.clone().requires_grad_(True), a_s.clone().requires_grad_(True)
-                out_q = self.read_output(head(leaf_q), "head")
-                out_s = self.read_output(head(leaf_s.flatten(0, 1)), "head")
-                grad_q, grad_s = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), leaf_q, leaf_s)
-        return self._explain(a_q, a_s, size, grad_q, grad_s)
+                returned_q, returned_s = head(leaf_q), head(leaf_s.flatten(0, 1))
+                out_q, out_s = self.read_output(returned_q, "head"), self.read_output(returned_s, "head")
+                grad_q, grad_s, values = self._gradients(out_q, out_s.reshape(b, k, *out_s.shape[1:]), leaf_q, leaf_s)
+            e_q, e_s = self._model_embedding(returned_q), self._model_embedding(returned_s)
+            model_similarity = self._model_similarity(e_q, e_s, b, k)
+        return self._explain(a_q, a_s, size, grad_q, grad_s, target_values=values, model_similarity=model_similarity)
 
-    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None) -> Explanation:
+    def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None, target_values=None,
+                 model_similarity=None) -> Explanation:
         b, k = a_s.shape[:2]
         v_q = self._pooled(a_q)
         v_each = self._pooled(a_s.flatten(0, 1)).reshape(b, k, -1)
         v_s = cis.support_prototype(v_each)
-        ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s)
+        ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s, target_values)
         query_weights, support_weights, scores = self.channel_weights(ctx)
         if support_weights is None:
             support_weights = query_weights[:, None].expand(b, k, -1) if query_weights is not None else None
@@ -430,7 +576,8 @@ class PairExplainer:
             query_vectors=v_q, support_vectors=v_s,
             squared_distance=cis.squared_distance(v_q, v_s),
             cosine_similarity=cis.cosine_similarity(v_q, v_s),
-            query_features=a_q, support_features=a_s)
+            query_features=a_q, support_features=a_s,
+            explains=self.explains, explained_similarity=self.similarity(ctx), model_similarity=model_similarity)
 
     def _pooled(self, a: torch.Tensor) -> torch.Tensor:
         """``pool(a)``, checked to be one ``(B, N)`` vector per feature map ``a`` ``(B, N, h, w)``."""
@@ -457,20 +604,38 @@ class PairExplainer:
 class SFAM(PairExplainer):
     """Similar Feature Activation Map (Eq. 3 with Eq. 2, or Eq. 6 with Eq. 5). No gradients: one forward pass.
 
+    The similarity explained is the paper's: that of the *pooled target-layer features* ``V = p(f(x))`` (Eq. 1),
+    not of the model's own output (for ``resnet.layer4``, the pooled 512-d vector, not the embedding after ``fc``).
+    ``Explanation.explains`` says so, ``explained_similarity`` holds its value and ``model_similarity`` the model's
+    own similarity of the same pair (from its output, by ``metric``), so that the two can be compared.
+
     Args:
         model: any ``nn.Module``; called on a batch of images (None: explain cached features only).
         target_layer: the module whose output is the feature map ``A`` (e.g. ``resnet.layer4``).
         metric: ``"euclidean"`` (Eq. 2) or ``"cosine"`` (Eq. 5), matching the model's similarity.
         pool: the pooling ``p(·)`` that turns ``A`` into ``V``: ``"avg"`` (default), ``"max"``, or a callable.
+        reshape_transform: the target layer's output to ``(B, N, h, w)``, e.g. :func:`sfam_lite.vit_tokens_to_grid`.
+        output_transform: what the model returns to its embedding (for ``model_similarity``), e.g.
+            ``lambda out: out["embedding"]``.
     """
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, metric: str = "euclidean",
-                 pool: str | Callable = "avg"):
+                 pool: str | Callable = "avg", *,
+                 reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 output_transform: Callable[..., torch.Tensor] | None = None):
         if metric not in cis.METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {cis.METRICS}.")
-        super().__init__(model, target_layer, pool)
+        super().__init__(model, target_layer, pool, reshape_transform=reshape_transform,
+                         output_transform=output_transform)
         self.metric = metric
+        self.explains = ("cosine of the pooled target-layer features" if metric == "cosine" else
+                         "minus the squared Euclidean distance of the pooled target-layer features")
 
     def channel_weights(self, ctx):
         scores = cis.contribution_scores(ctx.query_vectors, ctx.support_vectors, self.metric)
         return cis.normalize_scores(scores), None, scores
+
+    def similarity(self, ctx):
+        if self.metric == "cosine":
+            return cis.cosine_similarity(ctx.query_vectors, ctx.support_vectors)
+        return -cis.squared_distance(ctx.query_vectors, ctx.support_vectors)

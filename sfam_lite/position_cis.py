@@ -49,8 +49,9 @@ class PositionCIS(PairExplainer):
     features and weights are non-negative for a post-ReLU layer). ``explanation.weights`` is None: the weights
     differ at every position (:func:`position_weights` gives them)."""
 
-    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg"):
-        super().__init__(model, target_layer, pool)
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool="avg", *,
+                 reshape_transform=None):
+        super().__init__(model, target_layer, pool, reshape_transform=reshape_transform)
 
     def channel_weights(self, ctx):
         return None, None, None

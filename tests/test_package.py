@@ -58,8 +58,8 @@ def test_check_choice_names_argument_value_and_choices():
     with pytest.raises(ValueError, match=r"unknown mode 'c'; choose one of 'a', 'b'\."):
         check_choice("c", "mode", ("a", "b"))
     from sfam_lite.train import GPWConfig, lr_factor
-    with pytest.raises(ValueError, match=r"unknown schedule 'step'; choose one of 'constant', 'cosine'"):
-        lr_factor("step", 0, 10)
+    with pytest.raises(ValueError, match=r"unknown schedule 'linear'; choose one of 'constant', 'cosine', 'step'"):
+        lr_factor("linear", 0, 10)
     with pytest.raises(ValueError, match=r"unknown precision 'float16'; choose one of 'float32', 'bfloat16'"):
         GPWConfig(precision="float16")
 
@@ -83,3 +83,78 @@ def test_the_commands_and_the_chapters_use_one_default_folder(tmp_path, monkeypa
     assert zoo.default_data_root("gpw-synthetic") == expected["synthetic"]
     with pytest.raises(FileNotFoundError, match=f"frn-weights --root {expected['frn-weights']}"):
         zoo.load("frn-cub", progress=False)
+
+
+def test_submodules_are_reachable_after_import_without_being_imported_by_it():
+    out = _run("import sys, sfam_lite; lazy = ('localization', 'sanity', 'metrics', 'plotting'); "
+               "assert not [m for m in lazy if 'sfam_lite.' + m in sys.modules], 'imported eagerly'; "
+               "assert callable(sfam_lite.localization.boxes_from_maps) and callable(sfam_lite.sanity.map_similarity); "
+               "assert sfam_lite.metrics.__name__ == 'sfam_lite.metrics' and set(lazy) <= set(dir(sfam_lite)); "
+               "assert callable(sfam_lite.explain_episode) and callable(sfam_lite.vit_tokens_to_grid)")
+    assert out.returncode == 0, out.stderr
+
+
+def test_python_m_sfam_lite_lists_the_commands():
+    for argv in (["--help"], []):
+        out = subprocess.run([sys.executable, "-m", "sfam_lite", *argv], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.startswith("usage: python -m sfam_lite"), out.stderr
+        for command in ("python -m sfam_lite.evaluate", "python -m sfam_lite.train",
+                        "python -m data_download synthetic", "python -m data_download cub200",
+                        "python -m data_download frn-weights"):
+            line = next(line for line in out.stdout.splitlines() if line.strip().startswith(command + " "))
+            assert len(line.split(command, 1)[1].strip()) > 10, line      # one line saying what it does
+    bad = subprocess.run([sys.executable, "-m", "sfam_lite", "evaluate"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+
+
+def _wheel(tmp_path):
+    """The package built as a wheel from a copy of the sources (the checkout is left untouched)."""
+    import shutil
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, src / name)
+    for name in ("sfam_lite", "data_download"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                          "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return next((tmp_path / "dist").glob("sfam_lite-*.whl"))
+
+
+def test_the_wheel_ships_py_typed_and_the_licence_and_mypy_sees_the_types(tmp_path):
+    """The built wheel holds sfam_lite/py.typed, the MIT licence, the URLs and requires-python >= 3.11; installed from
+    it, mypy reads the package's annotations in a user's script (without py.typed it reports the import as untyped
+    and every name as Any)."""
+    import zipfile
+    with zipfile.ZipFile(_wheel(tmp_path)) as wheel:
+        names = wheel.namelist()
+        metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        assert "sfam_lite/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
+        assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.11" in metadata
+        assert "Project-URL: Source, https://github.com/sfam-book/sfam-book" in metadata
+        assert "Classifier: Typing :: Typed" in metadata
+        wheel.extractall(tmp_path / "site")
+    import pytest
+    pytest.importorskip("mypy")
+    (tmp_path / "user.py").write_text(
+        "import torch\nimport sfam_lite\n\n"
+        "explainer = sfam_lite.SFAM(torch.nn.Identity(), torch.nn.Identity(), metric='cosine')\n"
+        "result = explainer(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))\n"
+        "reveal_type(result)\n"
+        "wrong: int = result\n"
+        "sfam_lite.SFAM(None, metric=3)\n")
+    # the heavy dependencies are not analysed (their names become Any): only sfam_lite's own types are checked
+    (tmp_path / "mypy.ini").write_text("[mypy]\n"
+                                       "[mypy-torch.*,torchvision.*,numpy.*,matplotlib.*,scipy.*,tqdm.*,PIL.*]\n"
+                                       "follow_imports = skip\n")
+    import os
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}      # mypy finds the wheel's files as installed
+    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--cache-dir", "cache",
+                          "--python-executable", sys.executable, "user.py"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert 'Revealed type is "sfam_lite.explainer.Explanation"' in out.stdout, out.stdout + out.stderr
+    assert 'incompatible type "int"; expected "str"' in out.stdout and "variable has type \"int\"" in out.stdout
+    assert "py.typed" not in out.stdout and "import-untyped" not in out.stdout
