@@ -35,15 +35,18 @@ def eval_set(dataset, transform, progress: bool = False) -> EvalSet:
 
 @torch.no_grad()
 def forward_with_features(model, layer, images: torch.Tensor, batch: int = 250):
-    """Run ``model`` on ``images`` in batches; return its outputs and ``layer``'s feature maps, both concatenated."""
-    from .explainer import FeatureCapture
+    """Run ``model`` on ``images`` in batches, in eval mode (:func:`sfam_lite.explainer.eval_mode`: a model in train
+    mode would update its BatchNorm statistics and make each image's features depend on its batch; every module's
+    mode is given back afterwards); return its outputs and ``layer``'s feature maps, both concatenated."""
+    from .explainer import FeatureCapture, eval_mode
     capture = FeatureCapture(layer)
     outputs, maps = [], []
     try:
-        for i in range(0, len(images), batch):
-            output, fmap = capture.run(model, images[i:i + batch])
-            outputs.append(output)
-            maps.append(fmap)
+        with eval_mode(model):
+            for i in range(0, len(images), batch):
+                output, fmap = capture.run(model, images[i:i + batch])
+                outputs.append(output)
+                maps.append(fmap)
     finally:
         capture.remove()
     return torch.cat(outputs), torch.cat(maps)

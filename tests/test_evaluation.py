@@ -72,3 +72,28 @@ def test_eval_set_takes_the_recipe_view(tmp_path):
     scale = 256 / 240
     np.testing.assert_allclose(data.boxes[0].tolist(), [60 * scale - 46, 50 * scale - 14, 120 * scale, 90 * scale],
                                rtol=1e-6)
+
+
+def test_forward_with_features_does_not_train_batchnorm():
+    """A model left in train mode: its BatchNorm statistics stay as they were, each image's features do not depend
+    on the batch it is in, and every module gets its own mode back. Silently wrong before: the running statistics
+    moved with every evaluation batch and the features were batch-normalised with the batch's own statistics."""
+    from torch import nn
+
+    from sfam_lite.evaluation import forward_with_features
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    model[1].running_mean.fill_(0.3)
+    model.train()
+    model[2].eval()                                    # a mixed state, to be given back as it was
+    before = model[1].running_mean.clone()
+    images = torch.rand(6, 3, 8, 8)
+    _, maps = forward_with_features(model, model[1], images, batch=2)
+    _, alone = forward_with_features(model, model[1], images[:1], batch=1)
+    assert torch.equal(model[1].running_mean, before)
+    assert torch.allclose(maps[:1], alone, atol=1e-6)
+    expected = (nn.functional.conv2d(images, model[0].weight, model[0].bias) - before[None, :, None, None]) \
+        / torch.sqrt(model[1].running_var + model[1].eps)[None, :, None, None] * model[1].weight[None, :, None, None] \
+        + model[1].bias[None, :, None, None]
+    assert torch.allclose(maps, expected, atol=1e-5)
+    assert [m.training for m in model] == [True, True, False]
