@@ -120,7 +120,17 @@ def first_use_lock(root: Path, name: str = FOLDER):
     block runs unlocked."""
     with disk_errors(root):
         Path(root).mkdir(parents=True, exist_ok=True)
-        fd = os.open(root, os.O_RDONLY)
+    with exclusive_lock(root):
+        yield
+
+
+@contextmanager
+def exclusive_lock(path: Path, create: bool = False):
+    """Hold ``flock(LOCK_EX)`` on ``path`` (a folder, or a file, made empty first when ``create`` and missing) inside
+    the block: another process taking the same lock waits. Where the file system has no locks the block runs
+    unlocked."""
+    with disk_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666) if create else os.open(path, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -306,19 +306,12 @@ def training_lock(path: Path):
     *same* model (same name, configuration and data) waits here and then reuses the first one's checkpoint, while
     other models train in parallel. The lock is ``flock`` on an empty file ``.<checkpoint name>.lock`` beside the
     checkpoint, which stays; where the file system has no locks the block runs unlocked."""
-    import fcntl
     from data_download.errors import disk_errors
+    from data_download.publish import exclusive_lock
     with disk_errors(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+    with exclusive_lock(path.with_name(f".{path.name}.lock"), create=True):
         yield
-    finally:
-        os.close(fd)
 
 
 def _file_state(path: Path):
