@@ -23,6 +23,10 @@ Every image is drawn from its own random streams ``(seed, image_id)``, so it can
 (:func:`render_image`), and the result does not depend on the number of worker processes. The birds
 are defined in :mod:`data_download.birds`, the backgrounds in :mod:`data_download.scenery`; this module
 poses, draws and writes them.
+
+Counterfactual images (not part of the benchmark; chapter 10 draws them): :func:`render_two` puts two birds into
+one scene, one per half, with the scene's one-bird versions; ``render(..., frame=spec)`` redraws an image with
+another species in the outline of ``spec``, so that a sibling changes only the part they differ in.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from .resources import DEFAULT_ROOTS
 from .scenery import background
 
 __all__ = ["Params", "check_params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
+           "render_two", "scene_rngs", "TwoBirds",
            "file_name", "class_specs", "bird_parts", "ATTRIBUTES", "PALETTE", "GENERA", "GENUS_SIZE"]
 
 VERSION = 1
@@ -74,11 +79,24 @@ PLACE_P = 0.7
 TILT = (-0.9, 0.5)
 
 
-def _pose(spec: dict, rng: np.random.Generator, size: int, placement: float | None = None):
+def _outward_box(points: np.ndarray) -> np.ndarray:
+    """The tight box ``x y w h`` of ``points`` ``(k, 2)``, rounded outwards to 0.1 px, as bounding_boxes.txt stores it."""
+    (x, y), (x1, y1) = points.min(0), points.max(0)
+    x0, y0 = math.floor(x * 10) / 10, math.floor(y * 10) / 10
+    x1, y1 = math.ceil(x1 * 10) / 10, math.ceil(y1 * 10) / 10
+    return np.array([x0, y0, x1 - x0, y1 - y0])
+
+
+def _pose(spec: dict, rng: np.random.Generator, size: int, placement: float | None = None,
+          frame: dict | None = None):
     """Random pose: returns the transformed polygons (final pixel units) and the tight box ``x y w h``
     of their vertices (the box of what is drawn, as every part is a polygon). The position along each axis
     is ``Beta(placement, placement)`` over the free range (default :data:`PLACE_P`); it is the last draw,
-    so the size, tilt and side do not depend on ``placement``."""
+    so the size, tilt and side do not depend on ``placement``.
+
+    ``frame`` (default: ``spec``) is the bird whose outline sets the scale and the place: drawing a species
+    with the outline of its sibling gives every part they share the sibling's pixels exactly (a longer tail
+    may then reach outside the image, and so may the box)."""
     placement = PLACE_P if placement is None else placement
     parts = bird_parts(spec)
     stretch = rng.uniform(0.9, 1.1)
@@ -86,10 +104,13 @@ def _pose(spec: dict, rng: np.random.Generator, size: int, placement: float | No
     flip = rng.random() < 0.5
     c, s = math.cos(theta), math.sin(theta)
     rot = np.array([[c, s], [-s, c]])
-    local = [p * (stretch, 1.0) @ rot for _, p in parts]
-    if flip:
-        local = [p * (-1.0, 1.0) for p in local]
-    allpts = np.concatenate(local)
+    mirror = (-1.0 if flip else 1.0, 1.0)
+
+    def turn(polygons):
+        return [p * (stretch, 1.0) @ rot * mirror for p in polygons]
+    local = turn(p for _, p in parts)
+    outline = local if frame is None else turn(p for _, p in bird_parts(frame))
+    allpts = np.concatenate(outline)
     lo, hi = allpts.min(0), allpts.max(0)
     extent = hi - lo
     share = SHARE_LO + (SHARE_HI - SHARE_LO) * rng.beta(SHARE_A, SHARE_A)
@@ -98,35 +119,90 @@ def _pose(spec: dict, rng: np.random.Generator, size: int, placement: float | No
     w, h = extent * scale
     x, y = (size - w) * rng.beta(placement, placement), (size - h) * rng.beta(placement, placement)
     polys = [(p - lo) * scale + (x, y) for p in local]
-    x0, y0 = math.floor(x * 10) / 10, math.floor(y * 10) / 10           # rounded outwards to 0.1 px,
-    x1, y1 = math.ceil((x + w) * 10) / 10, math.ceil((y + h) * 10) / 10  # as bounding_boxes.txt stores it
-    return [(col, q) for (col, _), q in zip(parts, polys)], np.array([x0, y0, x1 - x0, y1 - y0])
+    return [(col, q) for (col, _), q in zip(parts, polys)], _outward_box(np.concatenate(polys))
+
+
+def _paint(canvas: Image.Image, polys, light: float) -> None:
+    """Fill the posed ``polys`` (final pixel units) into ``canvas`` (drawn at :data:`SUPERSAMPLE`), shaded by ``light``."""
+    draw = ImageDraw.Draw(canvas)
+    for colour, pts in polys:
+        shade = tuple(int(min(255, v * light)) for v in colour)
+        draw.polygon([tuple(p) for p in pts * SUPERSAMPLE], fill=shade)
+
+
+def _finish(canvas: Image.Image, noise: np.ndarray) -> np.ndarray:
+    """Reduce a supersampled canvas to the final size and add the sensor ``noise``: uint8 ``(size, size, 3)``."""
+    return np.clip(np.asarray(canvas.reduce(SUPERSAMPLE), float) + noise, 0, 255).astype(np.uint8)
 
 
 def render(spec: dict, size: int, pose_rng: np.random.Generator,
-           scene_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           scene_rng: np.random.Generator, frame: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one image of class ``spec``: returns ``(image, background, box)``, uint8 ``(size, size, 3)`` twice.
 
     ``background`` is the same picture without the bird (same noise), ``box`` the bird's tight box.
     The bird's pose, size and place come from ``pose_rng`` alone, everything else from ``scene_rng``.
+    ``frame`` (default ``spec``): the bird whose outline sets the size and place (see :func:`_pose`); with the
+    same random streams, ``render(sibling, ..., frame=spec)`` differs from ``render(spec, ...)`` only where the
+    two birds' parts differ.
     """
-    side = size * SUPERSAMPLE
-    polys, box = _pose(spec, pose_rng, size)
-    bg = background(scene_rng, side)
+    polys, box = _pose(spec, pose_rng, size, frame=frame)
+    bg = background(scene_rng, size * SUPERSAMPLE)
     light = scene_rng.uniform(0.88, 1.1)
     img = bg.copy()
-    draw = ImageDraw.Draw(img)
-    for colour, pts in polys:
-        shade = tuple(int(min(255, v * light)) for v in colour)
-        draw.polygon([tuple(p) for p in pts * SUPERSAMPLE], fill=shade)
+    _paint(img, polys, light)
     noise = scene_rng.normal(0, 3.0, (size, size, 3))
-    out = [np.clip(np.asarray(im.reduce(SUPERSAMPLE), float) + noise, 0, 255).astype(np.uint8) for im in (img, bg)]
-    return out[0], out[1], box
+    return _finish(img, noise), _finish(bg, noise), box
+
+
+@dataclass(frozen=True)
+class TwoBirds:
+    """A scene of two birds (:func:`render_two`) and its counterfactuals, uint8 ``(size, size, 3)`` each.
+
+    ``only_a`` / ``only_b``: the scene with bird B / bird A left out (same background, light and noise);
+    ``background``: with both left out. ``box_a``, ``box_b``: the birds' tight boxes ``x y w h``."""
+    scene: np.ndarray
+    only_a: np.ndarray
+    only_b: np.ndarray
+    background: np.ndarray
+    box_a: np.ndarray
+    box_b: np.ndarray
+
+
+def render_two(spec_a: dict, spec_b: dict, size: int, pose_rng: np.random.Generator,
+               scene_rng: np.random.Generator) -> TwoBirds:
+    """Draw bird ``spec_a`` in the left half ``[0, size // 2)`` and bird ``spec_b`` in the right half of one scene.
+
+    Each bird is posed by :func:`_pose` in a square of side ``size // 2`` (its size share, tilt, side and place
+    within that square as for a one-bird image), then moved into its half and down by a uniform vertical offset
+    over the free height, so the two never overlap. Poses and offsets come from ``pose_rng`` (A's, then B's),
+    the background, light and noise from ``scene_rng``: the same streams give the same scene."""
+    half = size // 2
+    placed = []
+    for spec, dx in ((spec_a, 0), (spec_b, half)):
+        polys, _ = _pose(spec, pose_rng, half)
+        dy = pose_rng.uniform(0, size - half)
+        polys = [(col, p + (dx, dy)) for col, p in polys]
+        placed.append((polys, _outward_box(np.concatenate([p for _, p in polys]))))
+    bg = background(scene_rng, size * SUPERSAMPLE)
+    light = scene_rng.uniform(0.88, 1.1)
+    noise = scene_rng.normal(0, 3.0, (size, size, 3))
+    canvases = {"scene": bg.copy(), "only_a": bg.copy(), "only_b": bg.copy()}
+    for name, birds in (("scene", placed), ("only_a", placed[:1]), ("only_b", placed[1:])):
+        for polys, _ in birds:
+            _paint(canvases[name], polys, light)
+    images = {name: _finish(canvas, noise) for name, canvas in canvases.items()}
+    return TwoBirds(**images, background=_finish(bg, noise), box_a=placed[0][1], box_b=placed[1][1])
 
 
 def image_rngs(seed: int, image_id: int) -> tuple[np.random.Generator, np.random.Generator]:
     """The two random streams of one image: its pose (bird size, tilt, place) and its scene (the rest)."""
     return np.random.default_rng([seed, 1, image_id, 0]), np.random.default_rng([seed, 1, image_id, 1])
+
+
+def scene_rngs(seed: int, scene_id: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The two random streams of two-bird scene ``scene_id`` (:func:`render_two`): its poses, and the rest.
+    Apart from every image's streams (:func:`image_rngs`) and the classes' (:func:`class_specs`)."""
+    return np.random.default_rng([seed, 2, scene_id, 0]), np.random.default_rng([seed, 2, scene_id, 1])
 
 
 def class_index(image_id: int, params: Params) -> int:

@@ -14,7 +14,11 @@ shares with the support coincide, so localisation cannot tell the two apart. The
    how much the map changes at all; 95 % intervals over image pairs (:func:`sfam_lite.metrics.mean_and_interval`);
 4. :func:`half_blur_drops` asks the same of the *model*: how much its own similarity to the support drops when the
    shared half is blurred, and when the other half is (FRN: :func:`sfam_lite.sanity.frn_similarity`, GPW:
-   :func:`sfam_lite.sanity.cosine_similarity_of`).
+   :func:`sfam_lite.sanity.cosine_similarity_of`); :func:`half_change_drops` does so for any change of one half
+   (on the synthetic benchmark: the bird of that half removed, :mod:`sfam_lite.counterfactuals`);
+5. one part apart: :func:`part_statistics` measures how much of a map's mass lies on the one part in which a
+   query's class differs from a sibling class, with a support of its own class and of the sibling class, and
+   :func:`part_swap_drops` how much the model's similarity drops when the query's part takes the sibling's value.
 
 A method that explains the similarity puts its mass on the shared half and moves it when the support is swapped;
 a method that explains the query alone gives the same map for both supports (swap effect 0).
@@ -27,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_float_tensor, check_int
-from .metrics import mass_in_box, mean_and_interval, pointing_game
+from ._checks import as_float_tensor, check_int, compute_dtype
+from .maps import minmax_normalize
+from .metrics import box_masks, mass_in_box, mean_and_interval, pointing_game
 from .sanity import PairSimilarity, blurred
 
 
@@ -151,6 +156,20 @@ def explain_swaps(explainer, composite_features: torch.Tensor, support_features:
     return torch.cat(maps).reshape(m // 2, 2, 2, *maps[0].shape[-2:])
 
 
+def explain_against(explainer, query_features: torch.Tensor, support_features: torch.Tensor, size,
+                    batch: int = 256) -> torch.Tensor:
+    """Each query explained against each of its own supports, one at a time, from cached target-layer features:
+    ``query_features`` ``(n, N, h, w)``, ``support_features`` ``(n, K, N, h, w)``. Returns the query maps
+    ``(n, K, H, W)`` at ``size`` (:func:`part_statistics` takes K = 2: own class, sibling class)."""
+    n, k = support_features.shape[:2]
+    q = torch.arange(n).repeat_interleave(k)
+    s = support_features.flatten(0, 1)
+    maps = [explainer.explain_features(query_features[q[i:i + batch]], s[i:i + batch][:, None],
+                                       size=size).query_maps.detach().float().cpu()
+            for i in range(0, len(q), batch)]
+    return torch.cat(maps).reshape(n, k, *maps[0].shape[-2:])
+
+
 def _summary(per_pair: torch.Tensor) -> tuple[float, float]:
     return mean_and_interval(per_pair) if len(per_pair) >= 2 else (float(per_pair.mean()), float("nan"))
 
@@ -204,17 +223,40 @@ def half_blur_drops(similarity: PairSimilarity, composites: torch.Tensor, suppor
     minus reconstruction distance or GPW's cosine) of each composite to each support of its pair, intact, with the
     shared half blurred, and with the other half blurred (:func:`sfam_lite.sanity.blurred`, RISE's blur).
 
-    ``composites`` and ``supports`` ``(2n, C, H, W)`` in :func:`swap_composites`' order. Returns per pair (four
-    composite–support combinations averaged): ``drop_shared`` = similarity intact minus with the shared half blurred,
+    ``composites`` and ``supports`` ``(2n, C, H, W)`` in :func:`swap_composites`' order. Returns
+    :func:`half_change_drops` with the left half blurred and with the right half blurred: per pair (four
+    composite–support combinations averaged) ``drop_shared`` = similarity intact minus with the shared half blurred,
     ``drop_other`` the same for the other half, ``difference`` = ``drop_shared − drop_other`` (above 0: the model's
     similarity rests more on the shared bird; for FRN it is the reconstruction distance with the shared half blurred
     minus that with the other half blurred), and ``shared_larger``, the share of combinations where
     ``drop_shared > drop_other``: each ``(mean, 95 % half-width)`` over pairs, with ``per_pair`` values."""
-    m, _, h, w = composites.shape
-    left = torch.zeros(1, 1, h, w, dtype=torch.bool, device=composites.device)
+    w = composites.shape[-1]
+    left = torch.zeros(1, 1, 1, w, dtype=torch.bool, device=composites.device)
     left[..., : w // 2] = True
     soft = blurred(composites, kernel_size, sigma)
-    variants = torch.stack([composites, torch.where(left, soft, composites), torch.where(left, composites, soft)], 1)
+    return half_change_drops(similarity, composites, supports, torch.where(left, soft, composites),
+                             torch.where(left, composites, soft), batch)
+
+
+@torch.no_grad()
+def half_change_drops(similarity: PairSimilarity, composites: torch.Tensor, supports: torch.Tensor,
+                      left_changed: torch.Tensor, right_changed: torch.Tensor, batch: int = 128) -> dict:
+    """The model's similarity of each composite to each support of its pair, intact and with one half changed:
+    ``left_changed`` / ``right_changed`` ``(2n, C, H, W)`` are the composites with their left / right half changed
+    (blurred, :func:`half_blur_drops`; or with the bird of that half removed, a counterfactual the synthetic
+    benchmark's generator can draw, :mod:`sfam_lite.counterfactuals`). For support k of composite ``order`` the
+    shared half is the left one exactly when ``order == k`` (:attr:`SwapDesign.shared_left`).
+
+    ``composites`` and ``supports`` ``(2n, C, H, W)`` in :func:`swap_composites`' order. Returns per pair (four
+    combinations averaged) ``drop_shared`` = similarity intact minus with the shared half changed, ``drop_other``
+    the same for the other half, ``difference`` = ``drop_shared − drop_other`` and ``shared_larger`` (the share of
+    combinations with ``drop_shared > drop_other``): each ``(mean, 95 % half-width)`` over pairs, with
+    ``per_pair``."""
+    m = len(composites)
+    if left_changed.shape != composites.shape or right_changed.shape != composites.shape:
+        raise ValueError(f"left_changed and right_changed must have the composites' shape {tuple(composites.shape)}, "
+                         f"got {tuple(left_changed.shape)} and {tuple(right_changed.shape)}.")
+    variants = torch.stack([composites, left_changed, right_changed], 1)
     q = torch.arange(m, device=composites.device).repeat_interleave(2)       # composite 2p + order ...
     s = (q // 2) * 2 + torch.arange(2, device=composites.device).repeat(m)   # ... with support A, then B
     encoded = torch.cat([similarity.encode(supports[i:i + batch]) for i in range(0, m, batch)])
@@ -226,13 +268,76 @@ def half_blur_drops(similarity: PairSimilarity, composites: torch.Tensor, suppor
         scores.append(similarity.score(images, enc).double().cpu().reshape(-1, 3))
     scores = torch.cat(scores).reshape(m // 2, 2, 2, 3)                       # pair, order, k, variant
     shared_left = SwapDesign.shared_left
-    blur_shared = torch.where(shared_left, scores[..., 1], scores[..., 2])
-    blur_other = torch.where(shared_left, scores[..., 2], scores[..., 1])
-    drop_shared, drop_other = scores[..., 0] - blur_shared, scores[..., 0] - blur_other
+    change_shared = torch.where(shared_left, scores[..., 1], scores[..., 2])
+    change_other = torch.where(shared_left, scores[..., 2], scores[..., 1])
+    drop_shared, drop_other = scores[..., 0] - change_shared, scores[..., 0] - change_other
     per_pair = {"drop_shared": drop_shared.mean((1, 2)), "drop_other": drop_other.mean((1, 2)),
                 "difference": (drop_shared - drop_other).mean((1, 2)),
                 "shared_larger": (drop_shared > drop_other).double().mean((1, 2))}
     out = {k: _summary(v) for k, v in per_pair.items()}
     out["per_pair"] = per_pair
     out["pairs"] = m // 2
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- one part apart
+
+def part_statistics(maps: torch.Tensor, part_masks: torch.Tensor, boxes: torch.Tensor) -> dict:
+    r"""The part-level swap test: does a map put more of its mass on the part the query shares with the support?
+
+    ``maps`` ``(n, 2, H, W)``: each query explained against a support of its own class (k = 0), which shares the
+    part, and of its sibling class (k = 1), which differs from the query's class in that part only.
+    ``part_masks`` ``(n, H, W)`` in [0, 1]: where the part lies (the pixels that change when the part takes the
+    sibling's value); ``boxes`` ``(n, 4)``: the bird's box. Per query, of the min-max normalised map's mass inside
+    the box (as :func:`sfam_lite.metrics.mass_in_box`), the share on the part:
+    :math:`\sum_{ij} m_{ij} p_{ij} b_{ij} / \sum_{ij} m_{ij} b_{ij}` (``p`` the part mask, ``b`` the box mask).
+
+    Returns ``share_own``, ``share_sibling``, ``difference`` = own − sibling (the part-level swap effect: above 0
+    when the mass moves onto the part as the support comes to share it; 0 for a map that ignores the support) and
+    ``part_area`` (the share a map flat over the box scores), each ``(mean, 95 % half-width)`` over queries with
+    ``per_query`` values (a query with no mass in its box is left out of the means)."""
+    maps = as_float_tensor(maps, "maps")
+    if maps.ndim != 4 or maps.shape[1] != 2:
+        raise ValueError(f"maps must have shape (n, 2, H, W) (query, support), got {tuple(maps.shape)}.")
+    n, size = len(maps), tuple(maps.shape[-2:])
+    parts = as_float_tensor(part_masks, "part_masks").double()
+    if parts.shape != (n, *size):
+        raise ValueError(f"part_masks must have shape {(n, *size)}, one mask per query, got {tuple(parts.shape)}.")
+    m = minmax_normalize(maps.flatten(0, 1).to(compute_dtype(maps.dtype))).double().reshape(n, 2, *size)
+    inside = box_masks(torch.as_tensor(boxes), size).double()
+    on_part = parts * inside
+    in_box = (m * inside[:, None]).sum((-2, -1))
+    share = torch.where(in_box > 0, (m * on_part[:, None]).sum((-2, -1)) / in_box.clamp_min(1e-300),
+                        torch.full_like(in_box, float("nan")))
+    per_query = {"share_own": share[:, 0], "share_sibling": share[:, 1], "difference": share[:, 0] - share[:, 1],
+                 "part_area": on_part.sum((-2, -1)) / inside.sum((-2, -1))}
+    out = {k: _summary(v[~v.isnan()]) for k, v in per_query.items()}
+    out["per_query"] = per_query
+    out["queries"] = n
+    return out
+
+
+@torch.no_grad()
+def part_swap_drops(similarity: PairSimilarity, queries: torch.Tensor, swapped: torch.Tensor,
+                    supports: torch.Tensor, batch: int = 128) -> dict:
+    """Does the *model* use the part? Its similarity of each query to its support minus that of the query with
+    the part swapped (``swapped``: the same image with the sibling's value of the part) to the same support.
+
+    ``queries``, ``swapped``, ``supports`` ``(n, C, H, W)``, row by row. Returns ``drop`` (above 0: the part makes
+    the query more similar to a support that shares it) as ``(mean, 95 % half-width)`` over queries,
+    ``positive`` (the share of queries with a drop above 0, the same), ``per_query`` and ``queries``."""
+    if swapped.shape != queries.shape or len(supports) != len(queries):
+        raise ValueError(f"queries {tuple(queries.shape)}, swapped {tuple(swapped.shape)} and supports "
+                         f"{tuple(supports.shape)} must hold one row per query (and swapped the queries' shape).")
+    drops = []
+    for i in range(0, len(queries), batch):
+        encoded = similarity.encode(supports[i:i + batch])
+        both = torch.cat([queries[i:i + batch], swapped[i:i + batch]])
+        scores = similarity.score(both, torch.cat([encoded, encoded])).double().cpu().reshape(2, -1)
+        drops.append(scores[0] - scores[1])
+    drop = torch.cat(drops)
+    per_query = {"drop": drop, "positive": (drop > 0).double()}
+    out = {k: _summary(v) for k, v in per_query.items()}
+    out["per_query"] = per_query
+    out["queries"] = len(drop)
     return out

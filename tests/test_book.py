@@ -97,7 +97,12 @@ def test_book_repository_url_is_only_in_config():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     holders = {f for f in tracked if f.endswith((".py", ".md", ".yml", ".toml", ".txt", ".sh"))
                and url in (ROOT / f).read_text(errors="ignore")}
-    assert holders <= {"_config.yml"}, f"the repository URL is repeated in {holders - {'_config.yml'}}"
+    # pyproject.toml's project URLs are static metadata and cannot read _config.yml: they must start with its URL
+    assert holders <= {"_config.yml", "pyproject.toml"}, \
+        f"the repository URL is repeated in {holders - {'_config.yml', 'pyproject.toml'}}"
+    import tomllib
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert urls and all(u.startswith(url) for u in urls.values()), f"pyproject.toml's URLs {urls} are not below {url}"
 
 
 def test_front_page_lists_every_page_of_the_toc():

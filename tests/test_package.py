@@ -134,7 +134,9 @@ def test_the_wheel_ships_py_typed_and_the_licence_and_mypy_sees_the_types(tmp_pa
         metadata = wheel.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
         assert "sfam_lite/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
         assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.11" in metadata
-        assert "Project-URL: Source, https://github.com/sfam-book/sfam-book" in metadata
+        import yaml
+        url = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())["repository"]["url"]
+        assert f"Project-URL: Source, {url.rstrip('/')}" in metadata
         assert "Classifier: Typing :: Typed" in metadata
         wheel.extractall(tmp_path / "site")
     import pytest
