@@ -34,6 +34,7 @@ import io
 import json
 import math
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -335,6 +336,11 @@ def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_cl
     return target, False
 
 
+def _ignore_ctrl_c() -> None:
+    """Worker initializer: leave SIGINT (Ctrl-C) to the main process, which stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _build(root: Path, target: Path, params: Params, workers: int | None, progress: bool) -> None:
     images_per_class, num_classes, seed = params.images_per_class, params.num_classes, params.seed
     specs = class_specs(num_classes, seed)
@@ -350,10 +356,16 @@ def _build(root: Path, target: Path, params: Params, workers: int | None, progre
         bar = tqdm(total=len(ids), unit="img", desc="synthetic", disable=not progress, leave=False)
         with bar:
             if workers > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                # Ctrl-C reaches the whole process group: the workers ignore it (one killed in the middle of the
+                # pool's queue can leave shutdown waiting forever); the main process drops the queued chunks and
+                # waits only for the running ones (a fraction of a second each).
+                pool = ProcessPoolExecutor(workers, initializer=_ignore_ctrl_c)
+                try:
                     for result in pool.map(_write_chunk, chunks):
                         written.update(result)
                         bar.update(len(result))
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
             else:
                 for chunk in chunks:
                     result = _write_chunk(chunk)
