@@ -10,6 +10,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -462,8 +463,11 @@ def test_evaluate_unexpected_error_is_one_line(capsys, monkeypatch):
 def test_evaluate_command_ctrl_c_in_a_real_process(tmp_path):
     """Input: SIGINT to a running `python -m sfam_lite.evaluate` (generating its data). Expect: exit 130 and a last
     stderr line starting 'error: interrupted', no traceback."""
+    # As in a terminal: Ctrl-C is not ignored in the child even when this test runs in a background job (a shell
+    # starts `cmd &` with SIGINT ignored, its children inherit that, and Python then never raises KeyboardInterrupt)
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     proc = subprocess.Popen([sys.executable, "-m", "sfam_lite.evaluate", "frn", "--cache", str(tmp_path),
-                             "--no-progress"], stderr=subprocess.PIPE, text=True)
+                             "--no-progress"], stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     time.sleep(6)
     proc.send_signal(2)
     err = proc.communicate(timeout=120)[1]
