@@ -174,6 +174,15 @@ def _summary(per_pair: torch.Tensor) -> tuple[float, float]:
     return mean_and_interval(per_pair) if len(per_pair) >= 2 else (float(per_pair.mean()), float("nan"))
 
 
+def _summaries(values: dict, unit: str) -> dict:
+    """Each measure's ``(mean, 95 % half-width)`` over the units (NaN units left out), with the values themselves
+    as ``per_<unit>`` and their number as ``pairs`` / ``queries``."""
+    out = {k: _summary(v[~v.isnan()]) for k, v in values.items()}
+    out[f"per_{unit}"] = values
+    out["pairs" if unit == "pair" else "queries"] = len(next(iter(values.values())))
+    return out
+
+
 def swap_statistics(maps: torch.Tensor) -> dict:
     """The support-swap test's measures for maps ``(n, 2, 2, H, W)`` (pair, order, k; :func:`explain_swaps`), each
     ``(mean, half-width of the 95 % interval)`` over the n pairs (each pair's four maps averaged first, so the units
@@ -210,10 +219,7 @@ def swap_statistics(maps: torch.Tensor) -> dict:
     corr = (x[:, :, 0] * x[:, :, 1]).sum(-1) / (norm[:, :, 0] * norm[:, :, 1])          # NaN where a map is constant
     per_pair = {"share": share.mean((1, 2)), "swap_effect": swap.mean(1), "moves": moves.mean(1),
                 "follows": follows.mean(1), "map_correlation": corr.nanmean(1)}
-    out = {k: _summary(v[~v.isnan()]) for k, v in per_pair.items()}
-    out["per_pair"] = per_pair
-    out["pairs"] = n
-    return out
+    return _summaries(per_pair, "pair")
 
 
 @torch.no_grad()
@@ -274,10 +280,7 @@ def half_change_drops(similarity: PairSimilarity, composites: torch.Tensor, supp
     per_pair = {"drop_shared": drop_shared.mean((1, 2)), "drop_other": drop_other.mean((1, 2)),
                 "difference": (drop_shared - drop_other).mean((1, 2)),
                 "shared_larger": (drop_shared > drop_other).double().mean((1, 2))}
-    out = {k: _summary(v) for k, v in per_pair.items()}
-    out["per_pair"] = per_pair
-    out["pairs"] = m // 2
-    return out
+    return _summaries(per_pair, "pair")
 
 
 # ---------------------------------------------------------------------------------------------- one part apart
@@ -311,10 +314,7 @@ def part_statistics(maps: torch.Tensor, part_masks: torch.Tensor, boxes: torch.T
                         torch.full_like(in_box, float("nan")))
     per_query = {"share_own": share[:, 0], "share_sibling": share[:, 1], "difference": share[:, 0] - share[:, 1],
                  "part_area": on_part.sum((-2, -1)) / inside.sum((-2, -1))}
-    out = {k: _summary(v[~v.isnan()]) for k, v in per_query.items()}
-    out["per_query"] = per_query
-    out["queries"] = n
-    return out
+    return _summaries(per_query, "query")
 
 
 @torch.no_grad()
@@ -337,7 +337,4 @@ def part_swap_drops(similarity: PairSimilarity, queries: torch.Tensor, swapped: 
         drops.append(scores[0] - scores[1])
     drop = torch.cat(drops)
     per_query = {"drop": drop, "positive": (drop > 0).double()}
-    out = {k: _summary(v) for k, v in per_query.items()}
-    out["per_query"] = per_query
-    out["queries"] = len(drop)
-    return out
+    return _summaries(per_query, "query")
