@@ -27,7 +27,7 @@ from .explainer import SFAM
 from .evaluation import release_freed_memory
 from .localization import boxes_from_maps, iou
 from .metrics import mass_in_box, mean_and_interval
-from .references import CentreBoxMap, CentredGaussianMap, RandomMap
+from .references import GAUSSIAN_SIGMAS, CentreBoxMap, CentredGaussianMap, RandomMap, reference_priors  # noqa: F401
 
 #: method key → name printed in the tables: SFAM, its two ablations (chapter 10: every weight 1, and Eq. 2 / 5
 #: without Eq. 4's stretch), the paper's baselines in its order, then the image-independent references
@@ -36,8 +36,6 @@ METHODS = {"sfam": "SFAM", "ones": "all-ones", "raw-cis": "raw CIS", "ram": "RAM
            "centre-box": "centre box", "gaussian": "centred Gaussian", "random": "random map"}
 ABLATIONS = ("ones", "raw-cis")
 REFERENCES = ("centre-box", "gaussian", "random")
-#: the σ (fraction of the width) the centred Gaussian may take; the best on the validation boxes is used
-GAUSSIAN_SIGMAS = (1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2)
 #: The paper's Tables 1 (FRN) and 2 (GPW): average IoU (%) and localisation accuracy (%) on CUB-200-2011, threshold
 #: 0.2, correctly predicted samples; None where the paper prints "-". A different dataset from the synthetic benchmark.
 PAPER_CUB = {
@@ -87,16 +85,6 @@ def build_explainers(setup: ModelSetup, methods, box_size, sigma: float, seed: i
         "random": lambda: RandomMap(seed),
     }
     return {m: make[m]() for m in methods}
-
-
-def reference_priors(val_boxes: torch.Tensor, size: tuple[int, int], threshold: float = 0.2):
-    """The centre box's size (mean width and height of the validation boxes) and the Gaussian's σ (the one of
-    :data:`GAUSSIAN_SIGMAS` with the best localisation accuracy on the validation boxes): both chosen on
-    validation data, never on the test classes."""
-    box_size = tuple(val_boxes[:, 2:].double().mean(0).tolist())
-    best = max(GAUSSIAN_SIGMAS, key=lambda s: float(np.mean(iou(
-        boxes_from_maps(CentredGaussianMap(s).maps(1, size, None), threshold), val_boxes.numpy()) >= 0.5)))
-    return box_size, best
 
 
 def localisation_ious(explainer, query_features, support_features, query_boxes, support_boxes, size,

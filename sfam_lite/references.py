@@ -11,10 +11,12 @@ They are called like an explainer (``ref(query_images, support_images)`` or
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ._checks import check_ndim
 from .explainer import Explanation
+from .localization import boxes_from_maps, iou
 from .maps import upsample
 
 
@@ -111,3 +113,17 @@ class RandomMap(ReferenceMap):
         grid = self.grid or grid or size
         noise = torch.rand(n, *grid, generator=self._generator, dtype=torch.float64).to(torch.get_default_dtype())
         return upsample(noise, size)
+
+
+#: the σ (fraction of the width) the centred Gaussian may take; the best on the validation boxes is used
+GAUSSIAN_SIGMAS = (1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2)
+
+
+def reference_priors(val_boxes: torch.Tensor, size: tuple[int, int], threshold: float = 0.2):
+    """The centre box's size (mean width and height of the validation boxes) and the Gaussian's σ (the one of
+    :data:`GAUSSIAN_SIGMAS` with the best localisation accuracy on the validation boxes): both chosen on
+    validation data, never on the test classes."""
+    box_size = tuple(val_boxes[:, 2:].double().mean(0).tolist())
+    best = max(GAUSSIAN_SIGMAS, key=lambda s: float(np.mean(iou(
+        boxes_from_maps(CentredGaussianMap(s).maps(1, size, None), threshold), val_boxes.numpy()) >= 0.5)))
+    return box_size, best
