@@ -6,8 +6,8 @@ import sys
 
 #: (command, what it does): the package's and the data's command lines
 COMMANDS = (
-    ("python -m sfam_lite.evaluate", "the paper's Tables 1-2 (localisation) for every method, on FRN or GPW"),
-    ("python -m sfam_lite.train", "train the book's FRN or GPW model (cached under $SFAM_BOOK_CACHE/models)"),
+    ("python -m sfam_lite evaluate", "the paper's Tables 1-2 (localisation) for every method, on FRN or GPW"),
+    ("python -m sfam_lite train", "train the book's FRN or GPW model (cached under $SFAM_BOOK_CACHE/models)"),
     ("python -m data_download synthetic", "generate the offline synthetic benchmark (CUB-200-2011's layout)"),
     ("python -m data_download cub200", "download and verify CUB-200-2011 (1.1 GB)"),
     ("python -m data_download frn-weights", "download FRN's released trained weights"),
@@ -25,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the list of commands (with or without ``--help``); exit status 2 for any other argument."""
+    """``train`` or ``evaluate`` and their arguments run that command (:mod:`sfam_lite.cli`); nothing or ``--help``
+    prints the list of commands; exit status 2 for anything else."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("train", "evaluate"):
+        from . import cli
+        return (cli.train_main if argv[0] == "train" else cli.evaluate_main)(argv[1:])
     parser = _parser()
     parser.parse_args(argv)
     parser.print_help()

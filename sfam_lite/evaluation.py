@@ -63,39 +63,114 @@ def release_freed_memory() -> None:
         pass
 
 
-@torch.no_grad()
-def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
-                   query: int = 16, seed: int = 0, chunk: int = 50):
-    """Run FRN-style episodes on position features ``(n, r, d)`` with ``model.head``.
+@dataclass
+class Decisions:
+    """The decisions a model made on a test set, one row each, and what explaining them means.
 
-    Episodes come from :class:`sfam_lite.sampling.EpisodeSampler` (the sampler training uses) and are
-    scored ``chunk`` at a time as one batched solve. Returns ``(query_index, support_index, correct)``,
-    each ``(episodes · way · query,)`` in episode order, where ``support_index`` is the first support
-    image of the query's true class.
-    """
+    ``query`` ``(n,)`` the query image's index; ``chosen_support`` the image the model matched it with (FRN: the
+    episode's support image of the class it chose; GPW: the image it retrieved); ``true_support`` the image of the
+    query's own class it is explained against when correct (FRN: the episode's support image of that class; GPW:
+    its most similar other image of that class, -1 if there is none); ``correct`` whether the two agree;
+    ``episode`` each row's episode (few-shot; None for retrieval). The paper explains the correct decisions
+    (:meth:`explained`)."""
+    query: torch.Tensor
+    true_support: torch.Tensor
+    chosen_support: torch.Tensor
+    correct: torch.Tensor
+    episode: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+    def explained(self):
+        """``(query, support, episode or None)`` of the correct decisions: the pairs the paper explains."""
+        ok = self.correct
+        return self.query[ok], self.true_support[ok], None if self.episode is None else self.episode[ok]
+
+    def wrong(self):
+        """``(query, true_support, chosen_support)`` of the wrong decisions."""
+        bad = ~self.correct
+        return self.query[bad], self.true_support[bad], self.chosen_support[bad]
+
+
+def decisions(model, outputs: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
+              query: int = 16, seed: int = 0) -> Decisions:
+    """What ``model`` decides on a test set whose forward outputs are ``outputs`` (one row per image, e.g. from
+    :func:`forward_with_features`) and whose classes are ``labels``: the one definition of "what is explained".
+
+    By ``model.task``: ``"few-shot"`` (FRN) runs ``episodes`` seeded ``way``-way ``shot``-shot episodes with
+    ``query`` queries per class (:func:`few_shot_decisions`); ``"retrieval"`` (GPW) matches each image with its
+    most cosine-similar other image (:func:`retrieval_decisions`; the episode arguments are unused)."""
+    task = getattr(model, "task", None)
+    if task == "few-shot":
+        return few_shot_decisions(model, model.read_positions(outputs), labels, episodes, way, shot, query, seed)
+    if task == "retrieval":
+        return retrieval_decisions(outputs, torch.as_tensor(labels))
+    raise TypeError(f"{type(model).__name__} does not say which decision it makes: model.task is {task!r}, "
+                    "expected 'few-shot' or 'retrieval'.")
+
+
+@torch.no_grad()
+def few_shot_decisions(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
+                       query: int = 16, seed: int = 0, chunk: int = 50) -> Decisions:
+    """FRN-style episodes on position features ``(n, r, d)``, scored with ``model.head``.
+
+    Episodes come from :class:`sfam_lite.sampling.EpisodeSampler` (the sampler training uses) and are scored
+    ``chunk`` at a time as one batched solve. Rows are in episode order (``episodes · way · query``); the supports
+    are each class's first support image."""
     from .sampling import EpisodeSampler
     sampler = EpisodeSampler(list(map(int, labels)), way, shot, query, episodes, seed)
     index = torch.tensor([sampler.episode(i) for i in range(episodes)]).reshape(episodes, way, shot + query)
     target = torch.arange(way).repeat_interleave(query)
     support, queries = index[:, :, :shot], index[:, :, shot:].flatten(1)          # (E, way, shot), (E, way·query)
-    correct = []
+    choice = []
     for start in range(0, episodes, chunk):
         logits = model.head(features[support[start:start + chunk]], features[queries[start:start + chunk]])
-        correct.append(logits.argmax(-1).cpu() == target)          # the features may be on a GPU
+        choice.append(logits.argmax(-1).cpu())          # the features may be on a GPU
         if (start // chunk) % 20 == 19:
             release_freed_memory()
-    return queries.flatten(), support[:, :, 0][:, target].flatten(), torch.cat(correct).flatten()
+    choice = torch.cat(choice)                                                     # (E, way·query)
+    first = support[:, :, 0]
+    return Decisions(queries.flatten(), first[:, target].flatten(), first.gather(1, choice).flatten(),
+                     (choice == target).flatten(), torch.arange(episodes).repeat_interleave(way * query))
+
+
+def retrieval_decisions(embeddings: torch.Tensor, labels: torch.Tensor) -> Decisions:
+    """Each image against its most cosine-similar other image (``chosen_support``); ``true_support`` is its most
+    similar other image of its own class (-1 where its class has no other image)."""
+    from .metrics import nearest_others
+    embeddings, labels = embeddings.cpu(), labels.cpu()
+    top = nearest_others(embeddings, 1)[:, 0]
+    correct = labels[top] == labels
+    true = top.clone()
+    wrong = torch.nonzero(~correct)[:, 0]
+    if len(wrong):                            # the nearest image of the own class, for the wrong decisions only
+        x = torch.nn.functional.normalize(embeddings.double(), dim=-1)
+        sim = x[wrong] @ x.T
+        other_class = labels[None, :] != labels[wrong, None]
+        sim[other_class] = -float("inf")
+        sim[torch.arange(len(wrong)), wrong] = -float("inf")
+        true[wrong] = torch.where(torch.isfinite(sim).any(1), sim.argmax(1), torch.full_like(wrong, -1))
+    return Decisions(torch.arange(len(labels)), true, top, correct)
+
+
+@torch.no_grad()
+def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
+                   query: int = 16, seed: int = 0, chunk: int = 50):
+    """:func:`few_shot_decisions` as ``(query_index, support_index, correct)``, where ``support_index`` is the
+    support image of the query's true class."""
+    d = few_shot_decisions(model, features, labels, episodes, way, shot, query, seed, chunk)
+    return d.query, d.true_support, d.correct
 
 
 def few_shot_accuracy(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
                       query: int = 16, seed: int = 0) -> torch.Tensor:
-    """Accuracy of each of ``episodes`` episodes (see :func:`few_shot_pairs`): ``(episodes,)``."""
-    correct = few_shot_pairs(model, features, labels, episodes, way, shot, query, seed)[2]
+    """Accuracy of each of ``episodes`` episodes (see :func:`few_shot_decisions`): ``(episodes,)``."""
+    correct = few_shot_decisions(model, features, labels, episodes, way, shot, query, seed).correct
     return correct.reshape(episodes, way * query).double().mean(1)
 
 
 def retrieval_pairs(embeddings: torch.Tensor, labels: torch.Tensor):
     """Each item's most cosine-similar other item: ``(query_index, retrieved_index, correct)``."""
-    from .metrics import nearest_others
-    top = nearest_others(embeddings, 1)[:, 0]
-    return torch.arange(len(labels)), top, labels[top] == labels
+    d = retrieval_decisions(embeddings, labels)
+    return d.query, d.chosen_support, d.correct

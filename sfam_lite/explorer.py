@@ -5,8 +5,8 @@ Three layers, each usable without the next:
 * :class:`Gallery` — one model and a small seeded subset of its test images. The model runs **once per
   image**, with a forward hook on every candidate target layer, and the feature maps of all layers are kept
   (:func:`capture_layers`); the pairs explained are the model's correct decisions among these images
-  (FRN: 5-way 1-shot episodes, :func:`sfam_lite.evaluation.few_shot_pairs`; GPW: the top-1 cosine neighbour,
-  :func:`sfam_lite.evaluation.retrieval_pairs`), with more images of the class for K > 1 support images.
+  (:func:`sfam_lite.evaluation.decisions`: FRN in 5-way 1-shot episodes, GPW its top-1 cosine neighbour), with
+  more images of the class for K > 1 support images.
 * :class:`Explorer` — plain state → view: :meth:`Explorer.view` turns a :class:`State` (model, method, metric,
   layer, K, sample, threshold) into the query and support maps, the kept pixels, the predicted and true boxes
   and their IoU (the protocol of §4.3, :mod:`sfam_lite.localization`), and the IoU at every threshold. Maps
@@ -16,8 +16,8 @@ Three layers, each usable without the next:
   Colab); and :func:`threshold_frames` renders frames for :func:`sfam_lite.slider.static_slider`, the slider
   that works in the static book.
 
-The methods are those of :mod:`sfam_lite.evaluate` (SFAM, Eq. 3 with Eq. 2 or Eq. 6 with Eq. 5, and the
-baselines of :mod:`sfam_lite.baselines`), with the image-independent references when the gallery has their
+The methods are those registered in :mod:`sfam_lite.methods` (SFAM, Eq. 3 with Eq. 2 or Eq. 6 with Eq. 5, and the
+baselines of :mod:`sfam_lite.baselines`; not SFAM's ablations), with the image-independent references when the gallery has their
 priors. ``metric`` chooses SFAM's CIS (Euclidean, Eq. 2; cosine, Eq. 5); the other methods do not read it.
 Decomposition is defined for a dot-product similarity only: GPW (at its last layer through GPW's linear
 embedding, as in chapter 6; at earlier layers on that layer's pooled features), not FRN.
@@ -36,7 +36,9 @@ from torch import nn
 
 from ._checks import check_choice, check_finite, check_int
 from .cis import METRICS
-from .evaluate import ABLATIONS, CURVE_THRESHOLDS, METHODS, REFERENCES, ModelSetup, build_explainers
+from .evaluate import CURVE_THRESHOLDS
+from .methods import METHODS, REGISTRY, ModelSetup, build_explainers
+from .evaluation import decisions
 from .explainer import FeatureCapture, eval_mode
 from .localization import _check_threshold, _kept_pixels, _largest_components, boxes_from_maps, iou
 from .maps import minmax_normalize
@@ -48,26 +50,21 @@ __all__ = ["LAYERS", "Gallery", "State", "View", "Explorer", "ExplorerWidget", "
 LAYERS = ("layer1", "layer2", "layer3", "layer4")
 #: how the explorer names the two models
 MODEL_NAMES = {"frn": "FRN", "gpw": "GPW"}
-#: the similarity each model is trained with (what Decomposition and the gradient targets read)
-MODEL_METRICS = {"frn": "euclidean", "gpw": "cosine"}
 
 
-def candidate_layers(model: nn.Module, kind: str) -> dict[str, nn.Module]:
-    """``{"layer1": module, …, "layer4": module}``: FRN's ResNet-12 blocks or GPW's ResNet stages."""
-    check_choice(kind, "model kind", MODEL_NAMES)
-    stages = model.feature_extractor if kind == "frn" else model.backbone
-    return {name: getattr(stages, name) for name in LAYERS}
+def candidate_layers(model: nn.Module, kind: str | None = None) -> dict[str, nn.Module]:
+    """``{"layer1": module, …, "layer4": module}``: the model's stages (``model.stages()``: FRN's ResNet-12 blocks
+    or GPW's ResNet stages); ``kind``, if given, is checked against the model's."""
+    if kind is not None and check_choice(kind, "model kind", MODEL_NAMES) != ModelSetup.of(model).kind:
+        raise ValueError(f"model kind {kind!r} given, but {type(model).__name__} is not a {MODEL_NAMES[kind]}.")
+    return model.stages()
 
 
-def head_after(model: nn.Module, kind: str, layer: str) -> nn.Module:
-    """The layers after ``layer``: its feature map → FRN's output feature map, or GPW's *raw* embedding (before
-    the L2 normalisation, as Grad-FAM needs). At ``layer4`` this is :func:`sfam_lite.evaluate.setup_for`'s head."""
+def head_after(model: nn.Module, kind: str | None, layer: str) -> nn.Module:
+    """The layers after ``layer`` (``model.head_after``): its feature map → FRN's output feature map, or GPW's *raw*
+    embedding (before the L2 normalisation, as Grad-FAM needs)."""
     check_choice(layer, "layer", LAYERS)
-    layers = candidate_layers(model, kind)
-    after = [layers[name] for name in LAYERS[LAYERS.index(layer) + 1:]]
-    if kind == "frn":
-        return nn.Sequential(*after) if after else nn.Identity()
-    return nn.Sequential(*after, *model.embedding_head())
+    return model.head_after(layer)
 
 
 @torch.no_grad()
@@ -165,21 +162,16 @@ class Gallery:
         index = _pick_images(test.labels, classes, per_class, seed)
         images, labels, boxes = test.images[index], test.labels[index], test.boxes[index].float()
         outputs, features = capture_layers(model, candidate_layers(model, kind), images)
-        if kind == "frn":
-            from .evaluation import few_shot_pairs
-            episodes = check_int(episodes, "episodes", 1)
-            way = min(5, classes)
-            head_device = next(model.parameters()).device
-            q, s, ok = few_shot_pairs(model, model.read_positions(outputs).to(head_device), labels, episodes=episodes,
-                                      way=way, shot=1, query=per_class - 1, seed=seed)
-            info = {"decisions": int(len(q)), "correct": int(ok.sum()),
-                    "what": f"{episodes} {way}-way 1-shot episodes among the {classes * per_class} images"}
-        else:
-            from .evaluation import retrieval_pairs
-            q, s, ok = retrieval_pairs(outputs, labels)
-            info = {"decisions": int(len(q)), "correct": int(ok.sum()),
-                    "what": f"top-1 cosine neighbour among the {classes * per_class} images"}
-        pairs = list(OrderedDict.fromkeys(zip(q[ok].tolist(), s[ok].tolist())))   # distinct, in order
+        episodes = check_int(episodes, "episodes", 1)
+        way = min(5, classes)
+        head_device = next(model.parameters()).device
+        made = decisions(model, outputs.to(head_device), labels, episodes=episodes, way=way, shot=1,
+                         query=per_class - 1, seed=seed)
+        q, s, _ = made.explained()
+        what = (f"{episodes} {way}-way 1-shot episodes" if model.task == "few-shot" else "top-1 cosine neighbour")
+        info = {"decisions": len(made), "correct": int(made.correct.sum()),
+                "what": f"{what} among the {classes * per_class} images"}
+        pairs = list(OrderedDict.fromkeys(zip(q.tolist(), s.tolist())))   # distinct, in order
         if not pairs:
             raise ValueError(f"the model made no correct decision among these {len(index)} images; "
                              "use more classes, images per class or episodes.")
@@ -295,7 +287,8 @@ class Explorer:
         """The method keys offered for ``model``: SFAM and the paper's baselines (not SFAM's ablations, which
         chapter 10 studies), and the references if it has priors."""
         g = self._gallery(model)
-        return tuple(m for m in METHODS if m not in ABLATIONS and (m not in REFERENCES or g.priors is not None))
+        return tuple(m for m, method in REGISTRY.items()
+                     if method.group == "method" or (method.group == "reference" and g.priors is not None))
 
     def _gallery(self, model: str) -> Gallery:
         return self.galleries[check_choice(model, "model", self.galleries)]
@@ -319,9 +312,7 @@ class Explorer:
         return state
 
     def _setup(self, g: Gallery, layer: str) -> ModelSetup:
-        projection = g.model.embed if g.kind == "gpw" and layer == LAYERS[-1] else None
-        return ModelSetup(g.kind, MODEL_METRICS[g.kind], candidate_layers(g.model, g.kind)[layer],
-                          head_after(g.model, g.kind, layer), projection)
+        return ModelSetup.of(g.model, layer)
 
     def maps(self, state: State):
         """``(explanation or None, note)`` for ``state`` without its threshold: cached."""
@@ -340,7 +331,7 @@ class Explorer:
             box_size, sigma = g.priors if g.priors is not None else (None, None)
             explainer = build_explainers(setup, [state.method], box_size, sigma, seed=self.seed)[state.method]
         if explainer is None:
-            entry = (None, f"{METHODS[state.method]} is not defined for {g.name}'s {MODEL_METRICS[g.kind]} "
+            entry = (None, f"{METHODS[state.method]} is not defined for {g.name}'s {g.model.metric} "
                            "similarity (it decomposes a dot product): the paper's '—'.")
         else:
             q, s = int(g.queries[state.sample]), g.supports[state.sample, :state.k]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ._checks import as_float_tensor, check_boxes, check_finite, check_int, check_ndim, check_size, compute_dtype
@@ -157,3 +158,41 @@ def mass_in_box(maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 def box_share(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Share of the image's pixels (by centre) inside each box: ``(B,)``."""
     return box_masks(boxes, size).flatten(1).double().mean(1)
+
+
+# -- the localisation tables' statistics (sfam_lite.evaluate) --
+
+def mean_and_half(values: np.ndarray, groups: np.ndarray | None = None) -> tuple[float, float, int]:
+    """Mean and half-width of its 95 % normal interval (:func:`sfam_lite.metrics.mean_and_interval`), and the number
+    of units. With ``groups`` (an episode index per sample) the units are the groups' means, as few-shot accuracy
+    is reported; otherwise the samples. A single unit has no interval: its half-width is NaN (a table still
+    prints, e.g. for a one-episode smoke run)."""
+    values = np.asarray(values, float)
+    if groups is not None:
+        _, inverse = np.unique(groups, return_inverse=True)
+        values = np.bincount(inverse, values) / np.bincount(inverse)
+    if len(values) < 2:
+        return float(values.mean()), float("nan"), len(values)
+    mean, half = mean_and_interval(values)
+    return mean, half, len(values)
+
+
+def summarise(ious: np.ndarray, groups: np.ndarray | None = None, iou_threshold: float = 0.5) -> dict:
+    """Mean IoU and localisation accuracy (share with IoU ≥ ``iou_threshold``) with 95 % intervals
+    (:func:`mean_and_half`)."""
+    ious = np.asarray(ious, float)
+    m_iou, h_iou, units = mean_and_half(ious, groups)
+    m_acc, h_acc, _ = mean_and_half(ious >= iou_threshold, groups)
+    return {"mean_iou": m_iou, "mean_iou_half": h_iou, "accuracy": m_acc, "accuracy_half": h_acc,
+            "samples": int(len(ious)), "interval_units": units}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, groups: np.ndarray | None = None,
+                      iou_threshold: float = 0.5) -> dict:
+    """Method a minus method b on the same samples: the differences of mean IoU and of localisation accuracy,
+    each with the 95 % interval of the paired difference. An interval that excludes 0 is a detected difference."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d_iou, h_iou, units = mean_and_half(a - b, groups)
+    d_acc, h_acc, _ = mean_and_half((a >= iou_threshold).astype(float) - (b >= iou_threshold), groups)
+    return {"iou_difference": d_iou, "iou_half": h_iou, "accuracy_difference": d_acc, "accuracy_half": h_acc,
+            "interval_units": units}

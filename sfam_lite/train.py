@@ -276,14 +276,6 @@ def _report(bar, history: list[dict], every: int = 10) -> None:
         bar.set_postfix({k: f"{sum(h[k] for h in recent) / len(recent):.3f}" for k in recent[0] if k not in ("step", "lr")})
 
 
-def __getattr__(name: str):
-    """``main`` (the command line) lives in :mod:`sfam_lite.cli`; imported on use, since it imports the zoo."""
-    if name == "main":
-        from .cli import train_main
-        return train_main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":   # python -m sfam_lite.train
+if __name__ == "__main__":   # python -m sfam_lite.train, the same as python -m sfam_lite train
     from sfam_lite.cli import train_main
     raise SystemExit(train_main())

@@ -26,7 +26,8 @@ from data_download.publish import FOLDER, MARKER, stale_build_folders
 from sfam_lite import _io, zoo
 from sfam_lite.baselines import CGRAM, RAM
 from sfam_lite.cli import train_main
-from sfam_lite.evaluate import Result, main as evaluate_main, results_json
+from sfam_lite.cli import evaluate_main, results_json
+from sfam_lite.evaluate import Result
 from sfam_lite.evaluation import forward_with_features
 from sfam_lite.explainer import SFAM
 from sfam_lite.explorer import capture_layers, render_panel, threshold_mask

@@ -18,7 +18,7 @@ from PIL import Image
 from data_download import CUB200
 from data_download.publish import MARKER
 from sfam_lite import zoo
-from sfam_lite.evaluate import SPLITS as MODEL_SPLITS
+from sfam_lite.loading import MODEL_SPLITS
 from test_frn import official_layout
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from data_download.synthetic import generate
-from sfam_lite.evaluate import METHODS, ModelSetup, _evaluate_pairs, format_table, main, summarise
+from sfam_lite.cli import evaluate_main as main
+from sfam_lite.evaluate import _evaluate_pairs, format_table
+from sfam_lite.methods import METHODS, ModelSetup
+from sfam_lite.metrics import summarise
 from sfam_lite.localization import iou
 
 TINY_FRN = dict(width=0.0625, image_size=32, way=3, shot=1, query=2, episodes=2, milestones=(1,))
@@ -100,7 +103,7 @@ def test_command_errors_are_one_line(tmp_path, capsys):
     assert main(["frn", "--methods", "sfam,gradcam"]) == 2
     assert "gradcam" in capsys.readouterr().err
     assert main(["frn", "--config", str(tmp_path / "missing.json")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "cannot read the config file" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{oops")
     assert main(["frn", "--config", str(tmp_path / "bad.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
@@ -112,7 +115,7 @@ def test_a_model_of_the_other_kind_is_refused(capsys):
 
 
 def test_resolve_device_picks_the_gpu_only_when_there_is_one(monkeypatch):
-    from sfam_lite.evaluate import resolve_device
+    from sfam_lite.loading import resolve_device
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -151,7 +154,7 @@ def test_mass_in_box_of_each_sample_against_a_plain_loop():
     """The threshold-free mass in the box that the evaluation keeps per sample and method: recomputed here pixel by
     pixel from the maps the explainer gives (min-max normalised by hand, pixel centres inside the box), and it
     follows each sample through repeated pairs."""
-    from sfam_lite.evaluate import build_explainers
+    from sfam_lite.methods import build_explainers
     g = torch.Generator().manual_seed(1)
     n, size = 6, 10
     maps = torch.rand(n, 3, 5, 5, generator=g)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import sfam_lite
-from sfam_lite.evaluate import CURVE_THRESHOLDS, METHODS
+from sfam_lite.evaluate import CURVE_THRESHOLDS
+from sfam_lite.methods import METHODS
 from sfam_lite.evaluation import EvalSet
 from sfam_lite.explorer import (LAYERS, Explorer, ExplorerWidget, Gallery, State, candidate_layers, head_after,
                                 render_panel, threshold_frames, threshold_mask)

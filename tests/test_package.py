@@ -32,9 +32,9 @@ def test_plotting_is_loaded_on_first_use():
 
 
 def test_training_code_does_not_import_the_zoo():
-    """train → zoo → train was a cycle; the command line moved to sfam_lite.cli."""
+    """The training code loads without the zoo or the command line (they import it, not the reverse)."""
     out = _run("import sys, sfam_lite.train as t; assert 'sfam_lite.zoo' not in sys.modules; "
-               "assert t.main is __import__('sfam_lite.cli').cli.train_main; "
+               "assert 'sfam_lite.cli' not in sys.modules and not hasattr(t, 'main'); "
                "from sfam_lite.train import IMAGENET_MEAN, eval_transform, train_transform; "
                "import sfam_lite.transforms as tr; assert eval_transform is tr.eval_transform")
     assert out.returncode == 0, out.stderr
@@ -43,7 +43,7 @@ def test_training_code_does_not_import_the_zoo():
 def test_python_m_sfam_lite_train_still_runs():
     out = subprocess.run([sys.executable, "-m", "sfam_lite.train", "--help"], capture_output=True, text=True,
                          timeout=300)
-    assert out.returncode == 0 and out.stdout.startswith("usage: python -m sfam_lite.train"), out.stderr
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m sfam_lite train"), out.stderr
     assert "RuntimeWarning" not in out.stderr, out.stderr
     bad = subprocess.run([sys.executable, "-m", "sfam_lite.train", "frn", "--data", "cub"], capture_output=True,
                          text=True, timeout=300)
@@ -98,13 +98,24 @@ def test_python_m_sfam_lite_lists_the_commands():
     for argv in (["--help"], []):
         out = subprocess.run([sys.executable, "-m", "sfam_lite", *argv], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and out.stdout.startswith("usage: python -m sfam_lite"), out.stderr
-        for command in ("python -m sfam_lite.evaluate", "python -m sfam_lite.train",
+        for command in ("python -m sfam_lite evaluate", "python -m sfam_lite train",
                         "python -m data_download synthetic", "python -m data_download cub200",
                         "python -m data_download frn-weights"):
             line = next(line for line in out.stdout.splitlines() if line.strip().startswith(command + " "))
             assert len(line.split(command, 1)[1].strip()) > 10, line      # one line saying what it does
-    bad = subprocess.run([sys.executable, "-m", "sfam_lite", "evaluate"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([sys.executable, "-m", "sfam_lite", "explain"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+
+
+def test_both_spellings_of_a_command_are_the_same_command():
+    """``python -m sfam_lite evaluate`` and the module name ``python -m sfam_lite.evaluate`` run one command."""
+    outs = [subprocess.run([sys.executable, "-m", *spelling, "gpw", "--episodes", "0"], capture_output=True,
+                           text=True, timeout=300) for spelling in (["sfam_lite", "evaluate"], ["sfam_lite.evaluate"])]
+    assert [o.returncode for o in outs] == [2, 2] and outs[0].stderr == outs[1].stderr
+    assert outs[0].stderr.startswith("error: --episodes must be at least 1")
+    for spelling in (["sfam_lite", "train"], ["sfam_lite.train"]):
+        out = subprocess.run([sys.executable, "-m", *spelling, "--help"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "python -m sfam_lite train" in out.stdout, out.stderr
 
 
 def _wheel(tmp_path):

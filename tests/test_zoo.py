@@ -105,7 +105,7 @@ def test_cache_argument_places_data_and_weights(tmp_path):
 def test_train_command_caches_the_model_and_writes_a_log(tiny_root, tmp_path, capsys):
     import json
 
-    from sfam_lite.train import main
+    from sfam_lite.cli import train_main as main
     config = tmp_path / "config.json"
     config.write_text(json.dumps(TINY_FRN))
     cache = tmp_path / "cache"

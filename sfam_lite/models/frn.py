@@ -12,6 +12,14 @@ import torch
 from torch import nn
 
 FULL_WIDTHS = (64, 160, 320, 640)
+#: the backbone's stages, input side first: the candidate target layers of both models
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _stage_index(layer: str) -> int:
+    if layer not in STAGES:
+        raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(STAGES)}.")
+    return STAGES.index(layer)
 
 
 class Block(nn.Module):
@@ -95,6 +103,32 @@ class FRN(nn.Module):
         self.channels = self.feature_extractor.channels
         self.scale = nn.Parameter(torch.tensor([1.0]))
         self.r = nn.Parameter(torch.zeros(2))
+
+    # -- what an explainer needs to know (read by sfam_lite.methods.ModelSetup) --
+    #: the decision FRN makes: the class of an N-way K-shot episode (sfam_lite.evaluation.decisions)
+    task = "few-shot"
+    #: the similarity SFAM's CIS uses for it: minus a reconstruction distance between positions, Euclidean
+    metric = "euclidean"
+    #: the layer whose output is explained: the last block, the feature map the head reads
+    target_stage = "layer4"
+
+    def stages(self) -> dict[str, nn.Module]:
+        """The candidate target layers, input side first: the ResNet-12's four blocks."""
+        return {name: getattr(self.feature_extractor, name) for name in STAGES}
+
+    @property
+    def target_layer(self) -> nn.Module:
+        return self.stages()[self.target_stage]
+
+    def head_after(self, layer: str = "layer4") -> nn.Module:
+        """The blocks after ``layer``: its feature map → the feature map FRN's head reads (identity at layer4)."""
+        after = list(self.stages().values())[_stage_index(layer) + 1:]
+        return nn.Sequential(*after) if after else nn.Identity()
+
+    def projection_after(self, layer: str = "layer4") -> None:
+        """FRN has no linear neck (what Decomposition decomposes): None at every layer."""
+        _stage_index(layer)
+        return None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature_extractor(images)

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .frn import STAGES, _stage_index
+
 
 def _resnet(arch: str, weights) -> torchvision.models.ResNet:
     """A torchvision ResNet by name; ``"resnet10"`` is torchvision's ``ResNet`` with one BasicBlock per stage
@@ -53,15 +55,36 @@ class GPWEmbedding(nn.Module):
                 m.weight.requires_grad_(False)
                 m.bias.requires_grad_(False)
 
+    # -- what an explainer needs to know (read by sfam_lite.methods.ModelSetup) --
+    #: the decision GPW makes: the most cosine-similar other image (sfam_lite.evaluation.decisions)
+    task = "retrieval"
+    #: the similarity SFAM's CIS uses for it
+    metric = "cosine"
+    #: the layer whose output is explained: the last convolutional stage
+    target_stage = "layer4"
+
+    def stages(self) -> dict[str, nn.Module]:
+        """The candidate target layers, input side first: the ResNet's four stages."""
+        return {name: getattr(self.backbone, name) for name in STAGES}
+
     @property
     def target_layer(self) -> nn.Module:
-        """The last convolutional stage, whose output SFAM explains."""
-        return self.backbone.layer4
+        return self.stages()[self.target_stage]
+
+    def head_after(self, layer: str = "layer4") -> nn.Module:
+        """The layers after ``layer`` up to the *raw* embedding (before the L2 normalisation, as Grad-FAM needs):
+        the later stages, pooling and ``embed``. Gradient explainers run it on cached feature maps."""
+        after = list(self.stages().values())[_stage_index(layer) + 1:]
+        return nn.Sequential(*after, self.backbone.avgpool, nn.Flatten(1), self.embed)
+
+    def projection_after(self, layer: str = "layer4") -> nn.Module | None:
+        """The linear neck that maps ``layer``'s pooled features to the embedding (Decomposition decomposes through
+        it): ``embed`` after the last stage; None after an earlier one, where non-linear stages follow."""
+        return self.embed if _stage_index(layer) == len(STAGES) - 1 else None
 
     def embedding_head(self) -> nn.Module:
-        """The layers after :attr:`target_layer` up to the raw embedding (before the L2 normalisation): pooling and
-        ``embed``. Gradient explainers run it on cached feature maps (``explain_features(..., head=...)``)."""
-        return nn.Sequential(self.backbone.avgpool, nn.Flatten(1), self.embed)
+        """:meth:`head_after` the target layer."""
+        return self.head_after(self.target_stage)
 
     def train(self, mode: bool = True):
         super().train(mode)
