@@ -99,5 +99,3 @@ FRN_WEIGHTS = Resource(
     notes=("In the browser, press 'Download anyway' if Google Drive shows its virus-scan page.",),
     approximate_size="0.8 GB, the weights of every FRN model FRN's authors released",
 )
-
-RESOURCES = {r.command: r for r in (CUB200, FRN_WEIGHTS)}

@@ -138,3 +138,14 @@ def check_device(device) -> torch.device:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"device {str(device)!r}: MPS is not available here; use 'cpu'.")
     return dev
+
+
+def check_threshold(threshold) -> float:
+    """``threshold`` as a float in [0, 1] (a threshold on min-max normalised maps); ``TypeError``/``ValueError`` else."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a real number in [0, 1], got {type(threshold).__name__}.")
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1] (the maps are min-max normalised first; the paper uses "
+                         f"0.2), got {threshold}.")
+    return threshold

@@ -13,7 +13,7 @@ that several episodes share is explained once. From the shell::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,32 +37,34 @@ PAPER_CUB = {
 CURVE_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 
 
-def localisation_ious(explainer, query_features, support_features, query_boxes, support_boxes, size,
-                      thresholds=(0.2,), batch: int = 512, progress: bool = False, desc: str = "",
-                      box_rule: dict | None = None, with_mass: bool = False):
-    """IoU of each query map and support map with its box, per threshold: two ``(T, n)`` arrays.
+class PairScores(NamedTuple):
+    """Localisation of ``n`` explained pairs: ``query`` and ``support`` IoU per threshold ``(T, n)`` (a support's
+    averaged over its K images), and each query map's ``mass`` in its box ``(n,)`` (threshold-free)."""
+    query: np.ndarray
+    support: np.ndarray
+    mass: np.ndarray
 
-    ``query_features`` ``(n, N, h, w)``, ``support_features`` ``(n, K, N, h, w)``, boxes ``(n, 4)`` and
-    ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to; ``box_rule``: keyword arguments of
-    :func:`sfam_lite.localization.boxes_from_maps` (``largest_component``, ``relative_to``), the book's protocol
-    when None. ``with_mass=True`` returns a third array ``(n,)``: each query map's mass in its box
-    (:func:`sfam_lite.metrics.mass_in_box`, threshold-free)."""
-    from tqdm.auto import tqdm
+
+def localisation_ious(explainer, query_features, support_features, query_boxes, support_boxes, size,
+                      thresholds=(0.2,), batch: int = 512, box_rule: dict | None = None) -> PairScores:
+    """The :class:`PairScores` of ``explainer``'s maps: ``query_features`` ``(n, N, h, w)``, ``support_features``
+    ``(n, K, N, h, w)``, boxes ``(n, 4)`` and ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to;
+    ``box_rule``: keyword arguments of :func:`sfam_lite.localization.boxes_from_maps` (``largest_component``,
+    ``relative_to``), the book's protocol when None; ``batch`` pairs are explained at a time."""
     n, k = support_features.shape[:2]
     q_iou = np.zeros((len(thresholds), n))
     s_iou = np.zeros((len(thresholds), n, k))
     q_mass = np.zeros(n)
     qb, sb = np.asarray(query_boxes, float), np.asarray(support_boxes, float).reshape(n, k, 4)
-    for i in tqdm(range(0, n, batch), desc=desc, disable=not progress, leave=False):
+    for i in range(0, n, batch):
         out = explainer.explain_features(query_features[i:i + batch], support_features[i:i + batch], size=size)
         q_maps, s_maps = out.query_maps.detach().float().cpu(), out.support_maps.detach().float().cpu().flatten(0, 1)
-        if with_mass:
-            q_mass[i:i + batch] = mass_in_box(q_maps, torch.as_tensor(qb[i:i + batch])).numpy()
+        q_mass[i:i + batch] = mass_in_box(q_maps, torch.as_tensor(qb[i:i + batch])).numpy()
         for t, thr in enumerate(thresholds):
             q_iou[t, i:i + batch] = iou(boxes_from_maps(q_maps, thr, **(box_rule or {})), qb[i:i + batch])
             s_iou[t, i:i + batch] = iou(boxes_from_maps(s_maps, thr, **(box_rule or {})).reshape(-1, k, 4),
                                         sb[i:i + batch])
-    return (q_iou, s_iou.mean(-1), q_mass) if with_mass else (q_iou, s_iou.mean(-1))
+    return PairScores(q_iou, s_iou.mean(-1), q_mass)
 
 
 @dataclass
@@ -144,7 +146,7 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
         q_maps, s_maps, q_box, s_box = maps[q], maps[s][:, None], boxes[q], boxes[s][:, None]
         for m, e in active.items():
             q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk], q_mass[m][i:i + chunk] = localisation_ious(
-                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule, with_mass=True)
+                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule)
             steps.update(len(q))
         del q_maps, s_maps
         release_freed_memory()

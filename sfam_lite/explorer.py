@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_choice, check_finite, check_int
+from ._checks import check_choice, check_finite, check_int, check_threshold
 from .cis import METRICS
 from .evaluate import CURVE_THRESHOLDS
 from .methods import METHODS, REGISTRY, ModelSetup, build_explainers
 from .evaluation import decisions
 from .explainer import FeatureCapture, eval_mode
-from .localization import _check_threshold, _kept_pixels, _largest_components, boxes_from_maps, iou
+from .localization import boxes_from_maps, iou, kept_mask, mask_boxes
 from .maps import minmax_normalize
 
 __all__ = ["LAYERS", "Gallery", "State", "View", "Explorer", "ExplorerWidget", "capture_layers", "candidate_layers",
@@ -259,10 +259,10 @@ def threshold_mask(query_map, threshold: float) -> np.ndarray:
     """The pixels the protocol keeps for one ``(H, W)`` map: the largest 8-connected component of the pixels whose
     min-max normalised value is ``>= threshold``; the box of :func:`sfam_lite.localization.boxes_from_maps`
     is this mask's bounding box."""
-    threshold = _check_threshold(threshold)
+    threshold = check_threshold(threshold)
     m = query_map.detach().cpu().numpy() if isinstance(query_map, torch.Tensor) else np.asarray(query_map)
     _check_map(m, "query_map")
-    return _largest_components(_kept_pixels(m[None], threshold))[0]
+    return kept_mask(m, threshold)
 
 
 class Explorer:
@@ -277,7 +277,7 @@ class Explorer:
         if not galleries or not all(isinstance(g, Gallery) for g in galleries):
             raise TypeError("galleries must be a non-empty list (or dict) of sfam_lite.explorer.Gallery.")
         self.galleries = {g.name: g for g in galleries}
-        self.thresholds = tuple(_check_threshold(t) for t in thresholds)
+        self.thresholds = tuple(check_threshold(t) for t in thresholds)
         self.cache_size = check_int(cache_size, "cache_size", 1)
         self.seed = seed
         self.explain_calls = 0
@@ -308,7 +308,7 @@ class Explorer:
         if sample >= g.samples:
             raise ValueError(f"sample {sample} does not exist; the {g.name} gallery has {g.samples} pairs "
                              f"(0..{g.samples - 1}).")
-        _check_threshold(state.threshold)
+        check_threshold(state.threshold)
         return state
 
     def _setup(self, g: Gallery, layer: str) -> ModelSetup:
@@ -361,9 +361,9 @@ class Explorer:
             return view
         maps_q, maps_s, cosine, curve = explained
         view.query_map, view.support_maps, view.cosine, view.curve = maps_q, maps_s, cosine, curve
-        view.query_mask = threshold_mask(maps_q, state.threshold)
-        view.query_box = boxes_from_maps(maps_q, state.threshold)
-        view.support_boxes = boxes_from_maps(maps_s, state.threshold)
+        masks = kept_mask(torch.cat([maps_q[None], maps_s]), state.threshold)     # the query's, then each support's
+        view.query_mask = masks[0]
+        view.query_box, view.support_boxes = mask_boxes(masks[0]), mask_boxes(masks[1:])
         view.iou = float(iou(view.query_box, view.true_box))
         view.support_ious = iou(view.support_boxes, view.support_true_boxes)
         return view

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ._checks import check_threshold
 from .maps import minmax_normalize
 
-__all__ = ["boxes_from_maps", "iou", "localization_accuracy"]
+__all__ = ["boxes_from_maps", "kept_mask", "mask_boxes", "iou", "localization_accuracy"]
 
 # 8-connectivity inside each (H, W) map and none across the batch axis: the first and last slices are zero.
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
@@ -60,16 +61,6 @@ def _as_maps(maps) -> tuple[np.ndarray, bool]:
     if arr.shape[-2] == 0 or arr.shape[-1] == 0:
         raise ValueError(f"maps must have at least one pixel per map, got shape {arr.shape}.")
     return (arr[None], True) if arr.ndim == 2 else (arr, False)
-
-
-def _check_threshold(threshold) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a real number in [0, 1], got {type(threshold).__name__}.")
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1] (the maps are min-max normalised first; the paper uses "
-                         f"0.2), got {threshold}.")
-    return threshold
 
 
 def _bounding_boxes(mask: np.ndarray) -> np.ndarray:
@@ -177,6 +168,48 @@ def _kept_relative_to_max(chunk: np.ndarray, threshold: float, start: int = 0) -
 RELATIVE_TO = ("range", "max")
 
 
+def _masks(maps, threshold, largest_component: bool, relative_to: str):
+    """``(single, chunks)``: whether one map was given, and an iterator over the kept-pixel masks ``(b, H, W)`` of
+    consecutive chunks of the maps (steps 1-3 of the protocol)."""
+    threshold = check_threshold(threshold)
+    if relative_to not in RELATIVE_TO:
+        raise ValueError(f"relative_to must be one of {RELATIVE_TO} (the threshold relative to the map's range, "
+                         f"as the book's protocol, or to its maximum), got {relative_to!r}.")
+    kept = _kept_pixels if relative_to == "range" else _kept_relative_to_max
+    t, single = _as_maps(maps)
+
+    def chunks():
+        per_chunk = max(1, _PIXELS_PER_CHUNK // (t.shape[1] * t.shape[2]))
+        labels = np.empty((min(per_chunk, len(t)), *t.shape[1:]), dtype=np.int32)   # reused across chunks
+        for start in range(0, len(t), per_chunk):           # chunks of maps: cache locality, bounded memory
+            keep = kept(t[start:start + per_chunk], threshold, start)
+            yield _largest_components(keep, labels[:len(keep)]) if largest_component else keep
+    return single, (t.shape[1:], chunks())
+
+
+def kept_mask(maps, threshold: float = 0.2, largest_component: bool = True, relative_to: str = "range") -> np.ndarray:
+    """The pixels the protocol keeps, as a boolean mask of ``maps``' shape (``(B, H, W)`` or one ``(H, W)``): those
+    whose min-max normalised value is ``>= threshold`` (or ``>= threshold · max`` with ``relative_to="max"``), and
+    of them only the largest 8-connected component unless ``largest_component=False``. The box of
+    :func:`boxes_from_maps` is this mask's bounding box (:func:`mask_boxes`)."""
+    single, (shape, chunks) = _masks(maps, threshold, largest_component, relative_to)
+    out = list(chunks)
+    mask = np.concatenate(out) if out else np.zeros((0, *shape), dtype=bool)
+    return mask[0] if single else mask
+
+
+def mask_boxes(masks) -> np.ndarray:
+    """Bounding boxes ``(x, y, w, h)`` (pixel edges, float64) of non-empty boolean masks ``(B, H, W)``: ``(B, 4)``;
+    one ``(H, W)`` mask gives ``(4,)``."""
+    m = np.asarray(masks, dtype=bool)
+    single = m.ndim == 2
+    m = m[None] if single else m
+    if m.ndim != 3 or (len(m) and not m.any(axis=(1, 2)).all()):
+        raise ValueError(f"masks must be (B, H, W) or (H, W) with at least one True pixel each, got shape {m.shape}.")
+    boxes = _bounding_boxes(m) if len(m) else np.zeros((0, 4))
+    return boxes[0] if single else boxes
+
+
 def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True,
                     relative_to: str = "range") -> np.ndarray:
     """Localisation boxes ``(x, y, w, h)`` (pixel edges, float64) of explanation maps: ``(B, 4)``.
@@ -185,27 +218,13 @@ def boxes_from_maps(maps, threshold: float = 0.2, largest_component: bool = True
     map gives ``(4,)``. Each map is min-max normalised (:func:`sfam_lite.maps.minmax_normalize`, in float64;
     a constant map becomes ones), the pixels ``>= threshold`` are kept, and the box is that of the largest
     8-connected component (ties: the component whose first pixel comes first in row-major order), or, with
-    ``largest_component=False``, of all kept pixels. An empty batch gives ``(0, 4)``.
+    ``largest_component=False``, of all kept pixels (:func:`kept_mask`). An empty batch gives ``(0, 4)``.
     ``relative_to="max"`` keeps the pixels ``>= threshold · max`` instead (no min subtraction; chapter 7 shows
     what the choice does to the tables).
     """
-    threshold = _check_threshold(threshold)
-    if relative_to not in RELATIVE_TO:
-        raise ValueError(f"relative_to must be one of {RELATIVE_TO} (the threshold relative to the map's range, "
-                         f"as the book's protocol, or to its maximum), got {relative_to!r}.")
-    kept = _kept_pixels if relative_to == "range" else _kept_relative_to_max
-    t, single = _as_maps(maps)
-    if len(t) == 0:
-        return np.zeros((0, 4))
-    per_chunk = max(1, _PIXELS_PER_CHUNK // (t.shape[1] * t.shape[2]))
-    labels = np.empty((min(per_chunk, len(t)), *t.shape[1:]), dtype=np.int32)   # reused: no allocation per chunk
-    boxes = []
-    for start in range(0, len(t), per_chunk):               # chunks of maps: cache locality, bounded memory
-        keep = kept(t[start:start + per_chunk], threshold, start)
-        if largest_component:
-            keep = _largest_components(keep, labels[:len(keep)])
-        boxes.append(_bounding_boxes(keep))
-    out = np.concatenate(boxes)
+    single, (_, chunks) = _masks(maps, threshold, largest_component, relative_to)
+    boxes = [_bounding_boxes(keep) for keep in chunks]
+    out = np.concatenate(boxes) if boxes else np.zeros((0, 4))
     return out[0] if single else out
 
 

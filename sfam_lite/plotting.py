@@ -130,20 +130,6 @@ def overlay(ax, image: torch.Tensor, heat: torch.Tensor | None = None, title: st
     return artist
 
 
-def show_explanation(query_images: torch.Tensor, support_images: torch.Tensor, explanation, index: int = 0,
-                     mean=None, std=None, size: float = 2.4):
-    """One row: query ``index`` and its K support images, each with its SFAM map over it. Returns the figure."""
-    supports = support_images if support_images.ndim == 4 else support_images[index]
-    k = supports.shape[0]
-    fig, axes = plt.subplots(1, k + 1, figsize=(size * (k + 1), size), squeeze=False)
-    overlay(axes[0, 0], query_images[index], explanation.query_maps[index], "query", mean=mean, std=std)
-    for j in range(k):
-        overlay(axes[0, j + 1], supports[j], explanation.support_maps[index, j],
-                f"support {j + 1}" if k > 1 else "support", mean=mean, std=std)
-    fig.tight_layout()
-    return fig
-
-
 def draw_box(ax, box, color: str = "white", lw: float = 1.5):
     """Draw a box ``(x, y, w, h)`` in pixel-edge coordinates on an ``imshow`` axis (pixel centres at integers)."""
     x, y, w, h = [float(v) for v in box]

@@ -368,3 +368,29 @@ def test_relative_to_is_checked():
         boxes_from_maps(np.ones((3, 3)), 0.2, relative_to="min")
     with pytest.raises(ValueError, match="NaN or infinite"):
         boxes_from_maps(np.array([[0.0, np.nan], [1.0, 2.0]]), 0.2, relative_to="max")
+
+
+@pytest.mark.parametrize("largest_component", [True, False])
+def test_kept_mask_is_the_pixels_a_plain_loop_keeps(largest_component):
+    """kept_mask against a per-map loop: normalise, threshold, label the 8-connected components one map at a time
+    (scipy, a 3x3 structure) and keep the largest (ties: the first in row-major order); its bounding box is
+    boxes_from_maps' box."""
+    from scipy import ndimage
+    from sfam_lite.localization import kept_mask, mask_boxes
+    g = torch.Generator().manual_seed(5)
+    maps = torch.rand(7, 12, 15, generator=g) ** 3
+    got = kept_mask(maps, 0.3, largest_component=largest_component)
+    for k, m in enumerate(maps.double().numpy()):
+        keep = (m - m.min()) / (m.max() - m.min()) >= 0.3
+        if largest_component:
+            labels, count = ndimage.label(keep, structure=np.ones((3, 3)))
+            sizes = [(labels == c).sum() for c in range(1, count + 1)]
+            keep = labels == 1 + int(np.argmax(sizes))
+        np.testing.assert_array_equal(got[k], keep)
+        ys, xs = np.nonzero(keep)
+        np.testing.assert_array_equal(mask_boxes(got[k]), [xs.min(), ys.min(), xs.max() - xs.min() + 1,
+                                                           ys.max() - ys.min() + 1])
+    np.testing.assert_array_equal(mask_boxes(got), boxes_from_maps(maps, 0.3, largest_component=largest_component))
+    assert kept_mask(maps[0], 0.3).shape == (12, 15) and kept_mask(maps[:0], 0.3).shape == (0, 12, 15)
+    with pytest.raises(ValueError, match="at least one True"):
+        mask_boxes(np.zeros((2, 3, 3), bool))
