@@ -53,9 +53,8 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int = 250):
 
 
 def release_freed_memory() -> None:
-    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere). Long
-    evaluations allocate and free large tensors in a loop; without this the freed chunks stay in the allocator's
-    arenas, and the peak resident memory of the same 10,000-episode run varied from 1.9 to 5.2 GiB between runs."""
+    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere), so that
+    large tensors allocated and freed in a loop do not stay in the allocator's arenas (benchmarks/README.md)."""
     try:
         import ctypes
         ctypes.CDLL(None).malloc_trim(0)

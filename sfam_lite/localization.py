@@ -36,8 +36,8 @@ __all__ = ["boxes_from_maps", "kept_mask", "mask_boxes", "iou", "localization_ac
 _STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
 _STRUCTURE[1] = True
 
-# Pixels per chunk of maps (36 maps of 84 x 84): masks and labels of a chunk stay in the CPU caches; 2^15 to 2^21
-# were measured on 2 cores, and 2^18 was the fastest (benchmarks/README.md).
+# Pixels per chunk of maps (36 maps of 84 x 84): masks and labels of a chunk stay in the CPU caches (the size is
+# chosen in benchmarks/README.md).
 _PIXELS_PER_CHUNK = 1 << 18
 
 

@@ -85,8 +85,7 @@ def reconstruction_distance(query: torch.Tensor, support: torch.Tensor, alpha: t
 
 def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a⁻¹ b`` for symmetric positive-definite ``a`` by Cholesky, falling back to LU where the factorisation
-    fails in floating point. (Cholesky is also the safer choice here: MKL's batched LU has been seen to
-    return garbage after ``torch.set_num_threads`` changed the thread count.)"""
+    fails in floating point (why not LU first: benchmarks/README.md)."""
     chol, info = torch.linalg.cholesky_ex(a)
     if bool((info == 0).all()):
         return torch.cholesky_solve(b, chol)
