@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .explainer import SFAM, FeatureCapture, PairContext, PairExplainer, _pool_spatial, output_similarity
+from .explainer import SFAM, FeatureCapture, PairContext, PairExplainer, output_similarity, output_vectors
 
 #: the type of ``reshape_transform=``: the target layer's output -> ``(B, N, h, w)``
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -38,9 +38,7 @@ def cosine_target(query_output: torch.Tensor, support_output: torch.Tensor) -> t
 def embedding_norm_target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
     """``‖e^Q‖ + Σ_k ‖e^S_k‖``: each image's own embedding norm. The gradient with respect to one image's feature
     map sees only its own norm, so one backward pass serves the query and every support image."""
-    spatial = query_output.ndim == 4
-    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
-    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
+    e_q, e_s = output_vectors(query_output, support_output)
     return e_q.norm(dim=-1) + e_s.norm(dim=-1).sum(1)
 
 
@@ -56,9 +54,16 @@ def frn_logit_target(frn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return target
 
 
-def _gradient_weights(ctx: PairContext):
-    """Grad-CAM's ``α_n = mean_ij ∂target/∂A^n_ij`` for the query ``(B, N)`` and each support image ``(B, K, N)``."""
-    return ctx.query_gradients.mean(dim=(-2, -1)), ctx.support_gradients.mean(dim=(-2, -1))
+class GradientExplainer(PairExplainer):
+    """Grad-CAM's weighting, shared by CG-RAM and Grad-FAM (they differ only in their :meth:`target`):
+    ``α_n = mean_ij ∂target/∂A^n_ij`` for the query ``(B, N)`` and each support image ``(B, K, N)``, the map
+    ``ReLU(Σ_n α_n A^n)`` at feature resolution."""
+    needs_gradients = True
+    rectify = True
+
+    def channel_weights(self, ctx: PairContext):
+        alpha_q, alpha_s = ctx.query_gradients.mean(dim=(-2, -1)), ctx.support_gradients.mean(dim=(-2, -1))
+        return alpha_q, alpha_s, alpha_q
 
 
 class RAM(PairExplainer):
@@ -76,7 +81,7 @@ class RAM(PairExplainer):
         return ctx.query_vectors, ctx.support_vectors_each, ctx.query_vectors
 
 
-class CGRAM(PairExplainer):
+class CGRAM(GradientExplainer):
     """CG-RAM (Shen et al., ES-Net): Grad-CAM with the query–support similarity as the target.
 
     ``α_n = mean_ij ∂s/∂A^n_ij`` where ``s = cos(e^Q, ē^S)`` is the cosine similarity of the model's output
@@ -99,9 +104,6 @@ class CGRAM(PairExplainer):
     Unlike SFAM's, the similarity it explains is the model's own: ``Explanation.explained_similarity`` is the
     target's value, and with the default target equals ``model_similarity``.
     """
-    needs_gradients = True
-    rectify = True
-
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, target: Callable = cosine_target,
                  head: Callable | None = None, output: str | int | Callable | None = None, *,
                  output_transform: Callable[..., torch.Tensor] | None = None, reshape_transform: Reshape | None = None):
@@ -121,12 +123,8 @@ class CGRAM(PairExplainer):
     def similarity(self, ctx):
         return ctx.target_values
 
-    def channel_weights(self, ctx):
-        alpha_q, alpha_s = _gradient_weights(ctx)
-        return alpha_q, alpha_s, alpha_q
 
-
-class GradFAM(PairExplainer):
+class GradFAM(GradientExplainer):
     """Grad-FAM (Wu et al.), reconstructed: Grad-CAM of the norm of the image's own embedding,
     ``α_n = mean_ij ∂‖e(x)‖/∂A^n_ij``, map ``ReLU(Σ_n α_n A^n)``; each image is explained on its own.
 
@@ -138,8 +136,6 @@ class GradFAM(PairExplainer):
     callable that returns it (or ``output_transform``, a callable). ``reshape_transform``: as for
     :class:`~sfam_lite.explainer.PairExplainer`.
     """
-    needs_gradients = True
-    rectify = True
     explains = None     # no similarity of the pair: each image's own embedding norm
 
     def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None,
@@ -162,8 +158,7 @@ class GradFAM(PairExplainer):
         return self._embedding.output
 
     def target(self, query_output, support_output):
-        e_q = _pool_spatial(query_output) if query_output.ndim == 4 else query_output.flatten(1)
-        norms = e_q.detach().norm(dim=-1)
+        norms = output_vectors(query_output, support_output)[0].detach().norm(dim=-1)
         if len(norms) and bool(((norms - 1).abs() < 1e-4).all()):
             warnings.warn("Grad-FAM differentiates the norm of the embedding, but every embedding it reads has norm "
                           "1 (the model L2-normalises its output), so the gradient vanishes and the maps are "
@@ -171,10 +166,6 @@ class GradFAM(PairExplainer):
                           "the normalisation (for sfam_lite.models.GPWEmbedding, model.embed), or, for "
                           "explain_features, a head= that stops before it.", UserWarning, stacklevel=4)
         return embedding_norm_target(query_output, support_output)
-
-    def channel_weights(self, ctx):
-        alpha_q, alpha_s = _gradient_weights(ctx)
-        return alpha_q, alpha_s, alpha_q
 
     def close(self):
         super().close()

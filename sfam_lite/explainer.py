@@ -226,9 +226,13 @@ def _check_autograd_available(method: str) -> None:
                            "on for its own pass).")
 
 
-def _pool_spatial(x: torch.Tensor) -> torch.Tensor:
-    """A model output as a vector per image: a spatial ``(..., C, H, W)`` output is average-pooled."""
-    return x.mean(dim=(-2, -1)) if x.ndim >= 4 else x
+def output_vectors(query_output: torch.Tensor, support_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a model returned for B queries ``(B, ...)`` and their K support images ``(B, K, ...)`` as one vector per
+    image, ``(B, D)`` and ``(B, K, D)``: a spatial output (queries ``(B, C, H, W)``) is average-pooled, any other
+    flattened. Every output-level quantity (the model's similarity, the gradient methods' targets) reads these."""
+    if query_output.ndim == 4:
+        return query_output.mean(dim=(-2, -1)), support_output.mean(dim=(-2, -1))
+    return query_output.flatten(1), support_output.flatten(2)
 
 
 def output_similarity(query_output: torch.Tensor, support_output: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
@@ -239,9 +243,7 @@ def output_similarity(query_output: torch.Tensor, support_output: torch.Tensor, 
     prototypical network's prototype). For K = 1 both are the pair's cosine or minus squared distance. A spatial
     output ``(B, C, H, W)`` / ``(B, K, C, H, W)`` is average-pooled first, any other flattened to a vector.
     """
-    spatial = query_output.ndim == 4
-    e_q = _pool_spatial(query_output) if spatial else query_output.flatten(1)
-    e_s = _pool_spatial(support_output) if spatial else support_output.flatten(2)
+    e_q, e_s = output_vectors(query_output, support_output)
     if metric == "cosine":
         return F.cosine_similarity(e_q, F.normalize(e_s, dim=-1).mean(1), dim=-1)
     if metric == "euclidean":
@@ -265,7 +267,8 @@ class PairExplainer:
     Args:
         model: any ``nn.Module`` called on a batch of images, or None for an explainer that only
             explains cached features (:meth:`explain_features`).
-        target_layer: the module whose output is the feature map ``A``; None when ``model`` is None.
+        target_layer: the module whose output is the feature map ``A``; by default the model's own
+            ``target_layer`` attribute (:class:`sfam_lite.models.FRN`, :class:`~sfam_lite.models.GPWEmbedding` have one).
         pool: ``p(·)``: ``"avg"``, ``"max"`` or a callable mapping ``(B, N, H, W)`` to ``(B, N)``.
         head: for gradient methods' :meth:`explain_features`: the layers after the target layer, mapping
             ``(B, N, h, w)`` features to what :meth:`target` reads (the model output or raw embedding).
@@ -322,6 +325,11 @@ class PairExplainer:
             raise ValueError("output= and output_transform= both given; pass one: output_transform= is the callable "
                              "form (e.g. output_transform=lambda out: out['embedding']), output= also takes a key or "
                              "index ('embedding', 0).")
+        if model is not None and target_layer is None:      # a model that says which layer it explains
+            target_layer = getattr(model, "target_layer", None)
+            if not isinstance(target_layer, nn.Module):
+                raise ValueError(f"target_layer is needed: {type(model).__name__} has no target_layer attribute; pass "
+                                 "the module whose output is the feature map, e.g. target_layer=model.layer4.")
         self.model, self.pool, self.head, self.output = model, pool, head, output
         self.reshape_transform, self.output_transform = reshape_transform, output_transform
         self._capture = FeatureCapture(target_layer, keep_graph=self.needs_gradients) if model is not None else None

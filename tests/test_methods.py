@@ -166,3 +166,16 @@ def test_few_shot_accuracy_is_the_decisions_share_correct():
     from sfam_lite.evaluation import few_shot_accuracy
     acc = few_shot_accuracy(frn, positions, test.labels, episodes=3, way=3, query=2, seed=1)
     assert torch.allclose(acc, made.correct.reshape(3, 6).double().mean(1))
+
+
+def test_an_explainer_defaults_to_the_models_target_layer():
+    """SFAM(model) on a model that names its target layer equals SFAM(model, that layer); a model that does not
+    is refused with a message naming the argument."""
+    import sfam_lite
+    torch.manual_seed(5)
+    frn = FRN(width=0.125).eval()
+    q, s = torch.randn(2, 3, SIZE, SIZE), torch.randn(2, 1, 3, SIZE, SIZE)
+    with sfam_lite.SFAM(frn) as by_default, sfam_lite.SFAM(frn, frn.feature_extractor.layer4) as named:
+        assert torch.equal(by_default(q, s).query_maps, named(q, s).query_maps)
+    with pytest.raises(ValueError, match="target_layer is needed"):
+        sfam_lite.SFAM(torch.nn.Conv2d(3, 4, 3))
