@@ -229,7 +229,9 @@ def localisation_row(n_maps: int, repeats: int, threshold: float = 0.2) -> dict:
 
 def protocol_row(device, episodes: int) -> dict:
     """FRN's localisation protocol (all methods, threshold 0.2) from the cached model: wall time and memory."""
-    from sfam_lite.evaluate import METHODS, evaluate_frn, format_table, load_for
+    from sfam_lite.evaluate import evaluate_frn, format_table
+    from sfam_lite.loading import load_for
+    from sfam_lite.methods import METHODS
     model, test, val_boxes = load_for("frn", device=str(device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

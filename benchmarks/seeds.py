@@ -29,7 +29,8 @@ METHODS = ("sfam", "ones", "raw-cis", "ram", "cgram", "gradfam", "decomposition"
 
 def evaluate_seed(kind: str, seed: int, episodes: int) -> dict:
     """Chapter 7's evaluation of the ``kind`` model trained with ``seed``: per-method means and differences."""
-    from sfam_lite.evaluate import evaluate_frn, evaluate_gpw, load_for
+    from sfam_lite.evaluate import evaluate_frn, evaluate_gpw
+    from sfam_lite.loading import load_for
     start = time.time()
     model, test, val_boxes = load_for(kind, None, device="cpu", overrides={"seed": seed})
     trained = time.time() - start

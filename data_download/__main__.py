@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .errors import DataError
 from .install import install
-from .resources import CUB200, FRN_WEIGHTS, default_root
+from .resources import CUB200_ARCHIVE, FRN_WEIGHTS, default_root
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"keep {resource.filename} in --root after extracting it")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    downloader("cub200", CUB200,
+    downloader("cub200", CUB200_ARCHIVE,
                "CUB-200-2011 (1.1 GB; size, md5 and sha256 verified; resumes an interrupted download).")
     downloader("frn-weights", FRN_WEIGHTS,
                "FRN's released trained weights (Google Drive; md5 verified).")
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder, did = generate(args.root, args.images_per_class, args.size, args.seed, args.classes,
                                    args.workers, progress=not args.quiet)
         else:
-            resource = CUB200 if args.command == "cub200" else FRN_WEIGHTS
+            resource = CUB200_ARCHIVE if args.command == "cub200" else FRN_WEIGHTS
             folder, did = install(resource, args.root, args.url, keep_archive=args.keep_archive,
                                   progress=not args.quiet, log=log)
     except DataError as exc:

@@ -200,7 +200,7 @@ class CUB200(VisionDataset):
 
     def _download(self) -> None:
         from .install import install
-        from .resources import CUB200 as resource
+        from .resources import CUB200_ARCHIVE as resource
 
         install(resource, self.root)
 

@@ -59,7 +59,7 @@ class Resource:
                 f"A mirror can be given with --url.{extra}")
 
 
-CUB200 = Resource(
+CUB200_ARCHIVE = Resource(
     name="CUB-200-2011",
     command="cub200",
     # Caltech's archive, then fast.ai's copy of it on S3 (the copy most projects download): whichever serves,

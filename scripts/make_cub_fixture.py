@@ -128,14 +128,14 @@ def frn_archive(work: Path) -> bytes:
 
 def make(root: str | Path) -> tuple[Path, Path]:
     """Write the fixture under ``root``; return ``(data_root, weights_root)`` as the chapters take them."""
-    from data_download.resources import CUB200, FRN_WEIGHTS
+    from data_download.resources import CUB200_ARCHIVE, FRN_WEIGHTS
     root = Path(root).resolve()
     data_root, weights_root = root / "cub200", root / "frn"
     for old in (data_root, weights_root):
         shutil.rmtree(old, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        _install(CUB200, cub_archive(Path(tmp)), data_root)
+        _install(CUB200_ARCHIVE, cub_archive(Path(tmp)), data_root)
         _install(FRN_WEIGHTS, frn_archive(Path(tmp)), weights_root)
     return data_root, weights_root
 

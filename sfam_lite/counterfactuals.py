@@ -85,10 +85,10 @@ class Redrawer:
 
     @classmethod
     def for_model(cls, model, kind: str, data_root=None) -> "Redrawer":
-        """The generator behind ``model``'s test split (:data:`sfam_lite.evaluate.SPLITS`), read from ``data_root``
+        """The generator behind ``model``'s test split (:data:`sfam_lite.loading.MODEL_SPLITS`), read from ``data_root``
         (None: the book's default folder); a model not trained on the synthetic benchmark is a ``ValueError``."""
         from . import zoo
-        from .evaluate import SPLITS
+        from .loading import MODEL_SPLITS as SPLITS
         name = model.meta["name"]
         if not name.endswith("synthetic"):
             raise ValueError(f"model {name!r} was not trained on the synthetic benchmark, whose generator redraws "

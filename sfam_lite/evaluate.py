@@ -17,14 +17,12 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from .evaluation import decisions, forward_with_features, release_freed_memory
 from .localization import boxes_from_maps, iou
-from .methods import ABLATIONS, METHODS, REFERENCES, ModelSetup, build_explainers, setup_for  # noqa: F401
-from .metrics import mass_in_box, mean_and_half, paired_difference, summarise  # noqa: F401
-from .loading import MODEL_SPLITS as SPLITS, load_for, resolve_device  # noqa: F401
-from .references import GAUSSIAN_SIGMAS, reference_priors  # noqa: F401
+from .methods import METHODS, build_explainers, setup_for
+from .metrics import mass_in_box, mean_and_half, summarise
+from .references import reference_priors
 
 #: The paper's Tables 1 (FRN) and 2 (GPW): average IoU (%) and localisation accuracy (%) on CUB-200-2011, threshold
 #: 0.2, correctly predicted samples; None where the paper prints "-". A different dataset from the synthetic benchmark.

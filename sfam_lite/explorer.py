@@ -115,7 +115,7 @@ class Gallery:
         queries: ``(P,)`` and ``supports`` ``(P, K_max)`` gallery indices: sample ``p`` is query ``queries[p]``
             explained against ``supports[p, :K]``; ``supports[p, 0]`` is the image the model matched it with.
         priors: ``(centre box size (w, h), Gaussian σ)`` for the references, chosen on validation boxes
-            (:func:`sfam_lite.evaluate.reference_priors`); None: no references.
+            (:func:`sfam_lite.references.reference_priors`); None: no references.
         info: what the pairs are (printed by the chapter).
     """
     name: str

@@ -14,7 +14,7 @@ import pytest
 from data_download import CUB200, DataError
 from data_download.install import install
 from data_download.publish import MARKER
-from data_download.resources import CUB200 as REAL_CUB
+from data_download.resources import CUB200_ARCHIVE as REAL_CUB
 from data_download.resources import FRN_WEIGHTS
 from data_server import digests, http_server, mini_cub_archive, refused_url
 from helpers import file_size_limit
@@ -248,7 +248,7 @@ def test_full_disk(tmp_path, stage):
     data = ARCHIVE if stage == "download" else mini_cub_archive(bytes(200_000))
     with http_server({"CUB.tgz": data}) as srv:
         code = ("import sys, dataclasses; from data_download.install import install; "
-                "from data_download.resources import CUB200; from data_download.errors import DataError\n"
+                "from data_download.resources import CUB200_ARCHIVE as CUB200; from data_download.errors import DataError\n"
                 f"res = dataclasses.replace(CUB200, size={len(data)}, md5={digests(data)['md5']!r}, sha256=None)\n"
                 f"try: install(res, {str(tmp_path)!r}, [{srv.url + '/file/CUB.tgz'!r}], progress=False)\n"
                 "except DataError as e: print(e, file=sys.stderr); sys.exit(1)")
