@@ -49,20 +49,27 @@ def localisation_ious(explainer, query_features, support_features, query_boxes, 
     ``(n, K, N, h, w)``, boxes ``(n, 4)`` and ``(n, K, 4)`` in pixels of the ``size`` the maps are upsampled to;
     ``box_rule``: keyword arguments of :func:`sfam_lite.localization.boxes_from_maps` (``largest_component``,
     ``relative_to``), the book's protocol when None; ``batch`` pairs are explained at a time."""
+    return _scores_per_rule(explainer, query_features, support_features, query_boxes, support_boxes, size,
+                            thresholds, [box_rule or {}], batch)[0]
+
+
+def _scores_per_rule(explainer, query_features, support_features, query_boxes, support_boxes, size, thresholds,
+                     rules, batch: int = 512) -> list[PairScores]:
+    """:func:`localisation_ious` for several box rules at once: each map is computed once and boxed by every rule."""
     n, k = support_features.shape[:2]
-    q_iou = np.zeros((len(thresholds), n))
-    s_iou = np.zeros((len(thresholds), n, k))
+    q_iou = np.zeros((len(rules), len(thresholds), n))
+    s_iou = np.zeros((len(rules), len(thresholds), n, k))
     q_mass = np.zeros(n)
     qb, sb = np.asarray(query_boxes, float), np.asarray(support_boxes, float).reshape(n, k, 4)
     for i in range(0, n, batch):
         out = explainer.explain_features(query_features[i:i + batch], support_features[i:i + batch], size=size)
         q_maps, s_maps = out.query_maps.detach().float().cpu(), out.support_maps.detach().float().cpu().flatten(0, 1)
         q_mass[i:i + batch] = mass_in_box(q_maps, torch.as_tensor(qb[i:i + batch])).numpy()
-        for t, thr in enumerate(thresholds):
-            q_iou[t, i:i + batch] = iou(boxes_from_maps(q_maps, thr, **(box_rule or {})), qb[i:i + batch])
-            s_iou[t, i:i + batch] = iou(boxes_from_maps(s_maps, thr, **(box_rule or {})).reshape(-1, k, 4),
-                                        sb[i:i + batch])
-    return PairScores(q_iou, s_iou.mean(-1), q_mass)
+        for r, rule in enumerate(rules):
+            for t, thr in enumerate(thresholds):
+                q_iou[r, t, i:i + batch] = iou(boxes_from_maps(q_maps, thr, **rule), qb[i:i + batch])
+                s_iou[r, t, i:i + batch] = iou(boxes_from_maps(s_maps, thr, **rule).reshape(-1, k, 4), sb[i:i + batch])
+    return [PairScores(q_iou[r], s_iou[r].mean(-1), q_mass) for r in range(len(rules))]
 
 
 @dataclass
@@ -126,16 +133,20 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
 
 
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
-                    info, chunk: int = 4096, box_rule: dict | None = None) -> Result:
-    """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time."""
+                    info, chunk: int = 4096, box_rule: dict | None = None, box_rules: dict | None = None):
+    """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time:
+    a :class:`Result`, or with ``box_rules`` (``{label: box_rule}``) one per rule, each map computed once."""
     from tqdm.auto import tqdm
+    if box_rule is not None and box_rules is not None:
+        raise ValueError("give box_rule (one rule) or box_rules ({label: rule}), not both.")
+    rules = {None: box_rule or {}} if box_rules is None else {label: dict(r or {}) for label, r in box_rules.items()}
     n_images = len(maps)
     pair_ids, inverse = torch.unique(q_idx.long() * n_images + s_idx.long(), return_inverse=True)
     uq, us = pair_ids // n_images, pair_ids % n_images
     explainers = build_explainers(setup, METHODS if methods is None else methods, *priors, seed=seed)
     active = {m: e for m, e in explainers.items() if e is not None}
-    q_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
-    s_iou = {m: np.zeros((len(thresholds), len(uq))) for m in active}
+    q_iou = {(r, m): np.zeros((len(thresholds), len(uq))) for r in rules for m in active}
+    s_iou = {(r, m): np.zeros((len(thresholds), len(uq))) for r in rules for m in active}
     q_mass = {m: np.zeros(len(uq)) for m in active}
     steps = tqdm(total=len(uq) * len(active), desc="explaining pairs, every method", disable=not progress, leave=False,
                  unit="map pair")
@@ -143,29 +154,36 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
         q, s = uq[i:i + chunk], us[i:i + chunk]      # gather features per chunk, once for every method
         q_maps, s_maps, q_box, s_box = maps[q], maps[s][:, None], boxes[q], boxes[s][:, None]
         for m, e in active.items():
-            q_iou[m][:, i:i + chunk], s_iou[m][:, i:i + chunk], q_mass[m][i:i + chunk] = localisation_ious(
-                e, q_maps, s_maps, q_box, s_box, size, thresholds, box_rule=box_rule)
+            scores = _scores_per_rule(e, q_maps, s_maps, q_box, s_box, size, thresholds, list(rules.values()))
+            for r, score in zip(rules, scores):
+                q_iou[r, m][:, i:i + chunk], s_iou[r, m][:, i:i + chunk] = score.query, score.support
+            q_mass[m][i:i + chunk] = scores[0].mass
             steps.update(len(q))
         del q_maps, s_maps
         release_freed_memory()
     steps.close()
-    query = {m: q_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
-    support = {m: s_iou[m][:, inverse.numpy()] if m in active else None for m in explainers}
-    mass = {m: q_mass[m][inverse.numpy()] if m in active else None for m in explainers}
+    order = inverse.numpy()
     info.update({"explained_samples": int(len(q_idx)), "distinct_pairs": int(len(pair_ids)),
-                 "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1],
-                 "box_rule": dict(box_rule or {})})
-    return Result(setup.kind, tuple(thresholds), query, support, groups, info, q_idx.cpu().numpy(), mass)
+                 "centre_box_size": [round(v, 2) for v in priors[0]], "gaussian_sigma": priors[1]})
+    mass = {m: q_mass[m][order] if m in active else None for m in explainers}
+    results = {}
+    for r, rule in rules.items():
+        query = {m: q_iou[r, m][:, order] if m in active else None for m in explainers}
+        support = {m: s_iou[r, m][:, order] if m in active else None for m in explainers}
+        results[r] = Result(setup.kind, tuple(thresholds), query, support, groups, {**info, "box_rule": rule},
+                            q_idx.cpu().numpy(), mass)
+    return results[None] if box_rules is None else results
 
 
 @torch.no_grad()
 def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=None, thresholds=(0.2,),
                  seed: int = 0, progress: bool = False, way: int = 5, query: int = 16,
-                 box_rule: dict | None = None) -> Result:
+                 box_rule: dict | None = None, box_rules: dict | None = None):
     """Few-shot localisation of FRN on ``test`` (an :class:`sfam_lite.evaluation.EvalSet` of the test classes) in
     ``way``-way 1-shot episodes with ``query`` queries per class; the reference priors come from ``val_boxes``
     (boxes of the validation classes); ``methods``: registered keys (:mod:`sfam_lite.methods`; default all);
-    ``box_rule``: as in :func:`localisation_ious`."""
+    ``box_rule``: as in :func:`localisation_ious`. Returns a :class:`Result`; with ``box_rules``
+    (``{label: box_rule}``) instead, ``{label: Result}``, every map computed once for all the rules."""
     setup = setup_for(model, "frn")
     device = next(model.parameters()).device
     maps = forward_with_features(model, setup.target_layer, test.images.to(device))[1]
@@ -176,14 +194,15 @@ def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=None, thr
             "query": query, "seed": seed,
             "few_shot_accuracy": float(made.correct.double().mean())}
     return _evaluate_pairs(setup, maps, test.boxes, q_idx, s_idx, groups.numpy(), methods, thresholds,
-                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule)
+                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule,
+                           box_rules=box_rules)
 
 
 @torch.no_grad()
 def evaluate_gpw(model, test, val_boxes, methods=None, thresholds=(0.2,), seed: int = 0,
-                 progress: bool = False, every: int = 1, box_rule: dict | None = None) -> Result:
+                 progress: bool = False, every: int = 1, box_rule: dict | None = None, box_rules: dict | None = None):
     """Retrieval localisation of GPW on ``test``: every image against its top-1 neighbour, correct pairs only
-    (``every``: only every n-th of them, for quick curves; ``methods`` and ``box_rule``: as in
+    (``every``: only every n-th of them, for quick curves; ``methods``, ``box_rule`` and ``box_rules``: as in
     :func:`evaluate_frn`)."""
     setup = setup_for(model, "gpw")
     device = next(model.parameters()).device
@@ -194,7 +213,8 @@ def evaluate_gpw(model, test, val_boxes, methods=None, thresholds=(0.2,), seed: 
     info = {"model": getattr(model, "meta", {}).get("name"), "seed": seed,
             "recall_at_1": float(made.correct.double().mean())}
     return _evaluate_pairs(setup, maps, test.boxes, q_idx[::every], s_idx[::every], None, methods, thresholds,
-                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule)
+                           reference_priors(val_boxes, size), seed, size, progress, info, box_rule=box_rule,
+                           box_rules=box_rules)
 
 
 def run(kind: str, model_name: str | None = None, data_root=None, episodes: int = 1000, methods=None,

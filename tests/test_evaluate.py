@@ -182,3 +182,27 @@ def test_mass_in_box_of_each_sample_against_a_plain_loop():
     table = result.mass_table()
     assert table["sfam"]["mean"] == pytest.approx(result.mass["sfam"].mean())
     assert json.loads(json.dumps(result.to_json()))["mass_in_box"]["ram"]["units"] == len(q_idx)
+
+
+def test_several_box_rules_at_once_equal_one_evaluation_per_rule():
+    """box_rules computes each map once and boxes it by every rule: the same tables as one call per rule."""
+    g = torch.Generator().manual_seed(2)
+    size = 20
+    maps = torch.rand(8, 3, size, size, generator=g) ** 4
+    boxes = torch.tensor([[3.0, 4.0, 9.0, 7.0]]).repeat(8, 1)
+    q_idx, s_idx = torch.tensor([0, 1, 2, 3, 3, 5]), torch.tensor([1, 0, 4, 6, 7, 2])
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    rules = {"book": {}, "max/all": {"relative_to": "max", "largest_component": False}}
+    args = (setup, maps, boxes, q_idx, s_idx, None, ("sfam", "ram", "random"), (0.2, 0.5), ((8.0, 6.0), 0.25), 0,
+            (size, size), False)
+    together = _evaluate_pairs(*args, {}, box_rules=rules)
+    for label, rule in rules.items():
+        alone = _evaluate_pairs(*args, {}, box_rule=rule)
+        for m in ("sfam", "ram", "random"):
+            np.testing.assert_array_equal(together[label].query[m], alone.query[m])
+            np.testing.assert_array_equal(together[label].support[m], alone.support[m])
+            np.testing.assert_array_equal(together[label].mass[m], alone.mass[m])
+        assert together[label].info["box_rule"] == rule
+    assert not np.array_equal(together["book"].query["sfam"], together["max/all"].query["sfam"])
+    with pytest.raises(ValueError, match="not both"):
+        _evaluate_pairs(*args, {}, box_rule={}, box_rules=rules)
