@@ -2,7 +2,8 @@
 
 * (a) :func:`evidence_control` — a small CNN trained on the images with the box filled by the
   background is at chance; one trained on the normal images is far above it.
-* (b) :func:`centre_priors` — localisation accuracy of a centred mean-size box and centred Gaussian maps.
+* (b) :func:`centre_priors` — localisation accuracy of the image-independent references of
+  :mod:`sfam_lite.references`: the centre box and the centred Gaussians.
 * (c) :func:`box_statistics` — box area as a share of the image.
 * (d) :func:`colour_overlap` — which bird colours also occur in the backgrounds.
 """
@@ -18,50 +19,44 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from sfam_lite.localization import boxes_from_maps, iou
+from data_download import synthetic
+from data_download.cub import SyntheticCUB200, load_tensors
 
-from . import synthetic
-from .cub import SyntheticCUB200, load_tensors
+from .localization import boxes_from_maps, iou
+from .references import GAUSSIAN_SIGMAS, CentreBoxMap, CentredGaussianMap
 
 
 # --------------------------------------------------------------------------------------------- (c), (b)
 
-def box_statistics(boxes, image_size: tuple[int, int]) -> dict[str, float]:
-    """Box area as a share of the image area: min, 5th percentile, median, 95th percentile, max, and the
-    fraction of boxes with a share in ``[0.15, 0.50]``."""
+def box_statistics(boxes, size: tuple[int, int]) -> dict[str, float]:
+    """Box area as a share of the area of an image of ``size = (H, W)``: min, 5th percentile, median, 95th
+    percentile, max, and the fraction of boxes with a share in ``[0.15, 0.50]``."""
     b = np.asarray(boxes, float)
-    share = b[:, 2] * b[:, 3] / (image_size[0] * image_size[1])
+    share = b[:, 2] * b[:, 3] / (size[0] * size[1])
     p5, median, p95 = np.percentile(share, [5, 50, 95])
     return {"min": float(share.min()), "p5": float(p5), "median": float(median), "p95": float(p95),
             "max": float(share.max()), "in_15_50": float(np.mean((share >= 0.15) & (share <= 0.50)))}
 
 
-def gaussian_map(image_size: tuple[int, int], sigma: float) -> np.ndarray:
-    """A centred isotropic Gaussian ``(H, W)`` map with standard deviation ``sigma`` pixels, for ``image_size``
-    ``(W, H)``: :func:`sfam_lite.references.centred_gaussian` as a float64 array."""
-    from sfam_lite.references import centred_gaussian
-    w, h = image_size
-    return centred_gaussian((h, w), sigma, torch.float64).numpy()
+def centre_priors(boxes, size: tuple[int, int], sigmas=GAUSSIAN_SIGMAS, threshold: float = 0.2) -> dict:
+    """Localisation accuracy (IoU >= 0.5) against ``boxes`` ``(x, y, w, h)`` of the references of
+    :mod:`sfam_lite.references` on images of ``size = (H, W)``, each map put through the localisation
+    protocol of :mod:`sfam_lite.localization` (normalise, threshold, largest component, its box).
 
-
-def centre_priors(boxes, image_size: tuple[int, int], sigmas=(1 / 8, 1 / 6, 1 / 4),
-                  threshold: float = 0.2) -> dict:
-    """Localisation accuracy (IoU >= 0.5) of explanation-free centre priors against ``boxes``.
-
-    * ``centre_box``: a box of the mean ground-truth width and height at the image centre (the strongest
-      centre prior); it needs no map.
-    * ``gaussian``: centred Gaussian maps with ``sigma = s * width`` for each ``s`` in ``sigmas``, put
-      through the localisation protocol of :mod:`sfam_lite.localization` (normalise, threshold, largest
-      component, its box).
+    * ``centre_box``: :class:`~sfam_lite.references.CentreBoxMap` of the boxes' mean width and height, on the
+      pixel grid; ``centre_box_xywh`` is its box and ``centre_box_mean_iou`` its mean IoU.
+    * ``gaussian``: :class:`~sfam_lite.references.CentredGaussianMap` for each ``σ`` in ``sigmas`` (fractions
+      of the image width; default :data:`~sfam_lite.references.GAUSSIAN_SIGMAS`).
     """
     b = np.asarray(boxes, float)
-    w, h = image_size
-    mw, mh = b[:, 2].mean(), b[:, 3].mean()
-    centre = np.array([(w - mw) / 2, (h - mh) / 2, mw, mh])
-    result = {"centre_box": float(np.mean(iou(centre, b) >= 0.5)), "centre_box_xywh": centre.tolist(),
-              "centre_box_mean_iou": float(iou(centre, b).mean()), "gaussian": {}}
+    size = tuple(int(s) for s in size)
+    box_size = tuple(float(v) for v in b[:, 2:].mean(0))
+    centre = boxes_from_maps(CentreBoxMap(box_size).maps(1, size, None).numpy(), threshold)[0]
+    overlap = iou(centre, b)
+    result = {"centre_box": float(np.mean(overlap >= 0.5)), "centre_box_xywh": [float(v) for v in centre],
+              "centre_box_mean_iou": float(overlap.mean()), "gaussian": {}}
     for s in sigmas:
-        g = boxes_from_maps(gaussian_map(image_size, s * w)[None], threshold)[0]
+        g = boxes_from_maps(CentredGaussianMap(s).maps(1, size, None).numpy(), threshold)[0]
         result["gaussian"][float(s)] = float(np.mean(iou(g, b) >= 0.5))
     return result
 
@@ -73,7 +68,7 @@ def colour_overlap(params: synthetic.Params = synthetic.Params(), n_images: int 
     """Which bird colours the backgrounds share, measured on ``n_images`` regenerated images.
 
     Bird pixels are those where the image differs from its own background (rendered without the bird).
-    For each colour of :data:`synthetic.PALETTE` we count the share of background pixels within
+    For each colour of :data:`data_download.synthetic.PALETTE` we count the share of background pixels within
     ``radius`` (RGB distance) of it; a colour is *shared* if that share is at least ``min_share``.
     ``bird_pixels_shared`` is the share of bird pixels whose colour is common in the backgrounds: with
     colours quantised to 16 levels per channel, the bird pixel's cell and its 26 neighbouring cells hold at

@@ -7,7 +7,8 @@ They are called like an explainer (``ref(query_images, support_images)`` or
 * :class:`CentreBoxMap` — ones inside a centred box of a given size (e.g. the mean ground-truth size, which
   on real data can be computed from the annotations alone), zeros outside: its box *is* that centre box;
 * :class:`CentredGaussianMap` — a centred isotropic Gaussian;
-* :class:`RandomMap` — uniform noise, seeded, at the feature map's resolution and upsampled like a method's.
+* :class:`RandomMap` — uniform noise, seeded, at the feature map's resolution and upsampled like a method's;
+* :func:`centre_point_map` — ones on the central pixels only: the centre point as a map.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import torch
 
 from ._checks import check_ndim
 from .explainer import Explanation
-from .localization import boxes_from_maps, iou
 from .maps import upsample
 
 
@@ -28,6 +28,15 @@ def centre_box_map(size: tuple[int, int], box_size: tuple[float, float]) -> torc
     inside_y = (ys >= (h - bh) / 2) & (ys < (h + bh) / 2)
     inside_x = (xs >= (w - bw) / 2) & (xs < (w + bw) / 2)
     return (inside_y[:, None] & inside_x[None, :]).to(torch.get_default_dtype())
+
+
+def centre_point_map(size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` map of ones on the pixels nearest the image centre, zeros elsewhere: along each axis the
+    central 2 pixels of an even side, the central pixel of an odd one. The most concentrated centred map; its
+    first maximum in row-major order (the one :func:`sfam_lite.metrics.pointing_game` takes) is the top-left
+    of these pixels."""
+    h, w = size
+    return centre_box_map(size, (2 - w % 2, 2 - h % 2))
 
 
 def centred_gaussian(size: tuple[int, int], sigma: float, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -123,6 +132,7 @@ def reference_priors(val_boxes: torch.Tensor, size: tuple[int, int], threshold: 
     """The centre box's size (mean width and height of the validation boxes) and the Gaussian's σ (the one of
     :data:`GAUSSIAN_SIGMAS` with the best localisation accuracy on the validation boxes): both chosen on
     validation data, never on the test classes."""
+    from .localization import boxes_from_maps, iou      # scipy: imported when used, not by ``import sfam_lite``
     box_size = tuple(val_boxes[:, 2:].double().mean(0).tolist())
     best = max(GAUSSIAN_SIGMAS, key=lambda s: float(np.mean(iou(
         boxes_from_maps(CentredGaussianMap(s).maps(1, size, None), threshold), val_boxes.numpy()) >= 0.5)))

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from data_download import DataError, ResizeCropFlip, SyntheticCUB200, read_metadata
-from data_download import controls, synthetic
+from data_download import synthetic
 from data_download.publish import MARKER
 from helpers import file_size_limit
+from sfam_lite import controls
 
 SMALL = dict(images_per_class=16, size=48, num_classes=40)      # 5 genera, 640 images
 
@@ -124,6 +125,33 @@ def test_centre_prior_is_computed_like_the_protocol():
     assert priors["centre_box"] == 0.5
     assert priors["centre_box_xywh"] == [(96 - 28) / 2, (96 - 28) / 2, 28, 28]
 
+
+def test_centre_priors_are_the_references_maps():
+    """The centre box is the box of :class:`CentreBoxMap`'s pixels (a 27 × 21 box centred in a 96 × 80 image covers
+    whole pixels 34..60 and 29..49), and each Gaussian is :class:`CentredGaussianMap` of the reference σ grid."""
+    from sfam_lite.localization import boxes_from_maps, iou
+    from sfam_lite.references import GAUSSIAN_SIGMAS, CentredGaussianMap
+    boxes = np.array([[5, 7, 25, 20], [60, 50, 29, 22], [30, 25, 27, 21]], float)
+    priors = controls.centre_priors(boxes, (80, 96))
+    assert priors["centre_box_xywh"] == [34, 29, 27, 21]
+    assert priors["centre_box_mean_iou"] == pytest.approx(iou(np.array([34, 29, 27, 21.0]), boxes).mean())
+    assert list(priors["gaussian"]) == list(GAUSSIAN_SIGMAS)
+    for s, accuracy in priors["gaussian"].items():
+        g = boxes_from_maps(CentredGaussianMap(s).maps(1, (80, 96), None), 0.2)[0]
+        assert accuracy == np.mean(iou(g, boxes) >= 0.5)
+
+
+def test_centre_point_map_points_at_the_pixels_nearest_the_centre():
+    """Chapter 3's and 4's centre point: the central 2 pixels of an even side, 1 of an odd one; its pointing game
+    is won by a box that holds the top-left of them and lost by one that ends half a pixel before it."""
+    import torch
+    from sfam_lite.metrics import pointing_game
+    from sfam_lite.references import centre_point_map
+    assert torch.nonzero(centre_point_map((6, 5))).tolist() == [[2, 2], [3, 2]]
+    m = centre_point_map((84, 84))
+    assert torch.nonzero(m).tolist() == [[41, 41], [41, 42], [42, 41], [42, 42]]
+    boxes = torch.tensor([[0, 0, 41.6, 41.6], [0, 0, 41.5, 41.5], [42, 42, 10, 10]], dtype=torch.float64)
+    assert pointing_game(m.expand(3, 84, 84), boxes).tolist() == [True, False, False]
 
 def test_evidence_is_only_inside_the_box(small):
     """Control (a) in a reduced configuration: 5 classes from 5 genera, 8 train / 8 test images each."""
