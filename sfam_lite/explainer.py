@@ -21,7 +21,7 @@ compared; :func:`sfam_lite.explain_episode` explains an N-way K-shot episode.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -110,6 +110,11 @@ class PairContext:
     support_gradients: torch.Tensor | None = None
     #: for gradient methods: the target's value per pair ``(B,)``
     target_values: torch.Tensor | None = None
+    #: the images explained, when the explainer was called on images (None for :meth:`PairExplainer.explain_features`):
+    #: queries ``(B, C, H, W)`` and support images ``(B, K, C, H, W)``; a method that perturbs its input reads these
+    #: and runs ``explainer.model`` (in eval mode during :meth:`PairExplainer.channel_weights`)
+    query_images: torch.Tensor | None = None
+    support_images: torch.Tensor | None = None
 
 
 def _version(t: torch.Tensor):
@@ -293,7 +298,7 @@ class PairExplainer:
     #: the metric of ``Explanation.model_similarity`` (:func:`output_similarity`); None: not computed
     metric: str | None = None
 
-    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None, pool: str | Callable = "avg",
+    def __init__(self, model: nn.Module | None, target_layer: nn.Module | None = None, pool: str | Callable = "avg",
                  head: Callable | None = None, output: str | int | Callable | None = None, *,
                  reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  output_transform: Callable[..., torch.Tensor] | None = None):
@@ -482,7 +487,8 @@ class PairExplainer:
             e_q, a_q = self._forward(query_images)
             e_s, a_s = self._forward(flat_support)
             a_s = a_s.reshape(1 if shared else b, k, *a_s.shape[1:]).expand(b, -1, -1, -1, -1)
-            return self._explain(a_q, a_s, size, model_similarity=self._model_similarity(e_q, e_s, b, k))
+            return self._explain(a_q, a_s, size, model_similarity=self._model_similarity(e_q, e_s, b, k),
+                                 images=(query_images, support_images.expand(b, *support_images.shape[-4:])))
 
         # gradient methods: a support image shared by all queries gets a gradient per query, so repeat it
         flat_support = support_images.expand(b, *support_images.shape[-4:]).reshape(-1, *support_images.shape[-3:]) \
@@ -508,7 +514,8 @@ class PairExplainer:
                 grad_q, grad_s = self._grid(grad_q), self._grid(grad_s)
         a_s = a_s.detach().reshape(b, k, *a_s.shape[1:])
         return self._explain(a_q.detach(), a_s, size, grad_q, grad_s.reshape(a_s.shape), target_values=values,
-                             model_similarity=self._model_similarity(e_q, e_s, b, k))
+                             model_similarity=self._model_similarity(e_q, e_s, b, k),
+                             images=(query_images, flat_support.reshape(b, k, *flat_support.shape[1:])))
 
     def _gradients(self, out_q, out_s, a_q, a_s):
         """Gradients of the target with respect to ``a_q`` and ``a_s``, and the target's value ``(B,)``."""
@@ -565,13 +572,14 @@ class PairExplainer:
         return self._explain(a_q, a_s, size, grad_q, grad_s, target_values=values, model_similarity=model_similarity)
 
     def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None, target_values=None,
-                 model_similarity=None) -> Explanation:
+                 model_similarity=None, images=(None, None)) -> Explanation:
         b, k = a_s.shape[:2]
         v_q = self._pooled(a_q)
         v_each = self._pooled(a_s.flatten(0, 1)).reshape(b, k, -1)
         v_s = cis.support_prototype(v_each)
-        ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s, target_values)
-        query_weights, support_weights, scores = self.channel_weights(ctx)
+        ctx = PairContext(a_q, a_s, v_q, v_each, v_s, grad_q, grad_s, target_values, *images)
+        with eval_mode(self.model) if self.model is not None else nullcontext():
+            query_weights, support_weights, scores = self.channel_weights(ctx)
         if support_weights is None:
             support_weights = query_weights[:, None].expand(b, k, -1) if query_weights is not None else None
         query_maps, support_maps = self.combine(ctx, query_weights, support_weights)

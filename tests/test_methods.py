@@ -179,3 +179,32 @@ def test_an_explainer_defaults_to_the_models_target_layer():
         assert torch.equal(by_default(q, s).query_maps, named(q, s).query_maps)
     with pytest.raises(ValueError, match="target_layer is needed"):
         sfam_lite.SFAM(torch.nn.Conv2d(3, 4, 3))
+
+
+def test_a_method_can_run_the_model_on_the_images_it_explains():
+    """The base hosts a method that runs the model itself (as a perturbation method would): it sees the images, the
+    model is in eval mode while it weights channels, and each module's mode is given back. The toy reads FRN's
+    output again, whose channel means are RAM's weights (the target layer is FRN's last block), so its maps are
+    RAM's."""
+    import sfam_lite
+    from sfam_lite.explainer import PairExplainer
+
+    class RerunsTheModel(PairExplainer):
+        rectify = True
+        seen = []
+
+        def channel_weights(self, ctx):
+            type(self).seen.append((self.model.training, ctx.query_images is not None))
+            with torch.no_grad():
+                w = self.model(ctx.query_images).mean(dim=(-2, -1))
+                w_s = self.model(ctx.support_images.flatten(0, 1)).mean(dim=(-2, -1))
+            return w, w_s.reshape(*ctx.support_images.shape[:2], -1), w
+
+    torch.manual_seed(6)
+    frn = FRN(width=0.125).train()
+    q, s = torch.randn(3, 3, SIZE, SIZE), torch.randn(2, 3, SIZE, SIZE)
+    with RerunsTheModel(frn) as toy, sfam_lite.RAM(frn) as ram:
+        got, expected = toy(q, s), ram(q, s)
+    assert RerunsTheModel.seen == [(False, True)] and frn.training
+    assert torch.allclose(got.query_maps, expected.query_maps, atol=1e-5)
+    assert torch.allclose(got.support_maps, expected.support_maps, atol=1e-5)
