@@ -14,7 +14,9 @@
 * :mod:`sfam_lite.slider` — a self-contained HTML slider over pre-rendered frames (works without a kernel);
   :mod:`sfam_lite.explorer` — the interactive explorer of chapter 9 (ipywidgets, imported only when used).
 * :mod:`sfam_lite.similarity` — the support-swap test of chapter 10 (does a map show what the query shares with the
-  support?); :mod:`sfam_lite.position_cis` — the book's extension tested there, CIS per query position.
+  support?); :mod:`sfam_lite.position_cis` — the book's extension tested there, CIS per query position;
+  :mod:`sfam_lite.head_aware` — the book's other extension, SFAM on the model's own embedding ``W p(A) + b``.
+* :mod:`sfam_lite.methods` — the registry of methods by key (one :func:`~sfam_lite.methods.register` call adds one).
 """
 from . import cis
 from .explainer import SFAM, Explanation, PairContext, PairExplainer, output_similarity
