@@ -49,11 +49,7 @@ def centred_gaussian(size: tuple[int, int], sigma: float, dtype: torch.dtype | N
 
 
 class ReferenceMap:
-    """Base: an image-independent map per image; ``model`` and ``target_layer`` are accepted and ignored so that a
-    reference can be built wherever an explainer is."""
-
-    def __init__(self, model=None, target_layer=None):
-        pass
+    """Base: an image-independent map per image, called like an explainer (it needs no model)."""
 
     def maps(self, n: int, size: tuple[int, int], grid: tuple[int, int] | None) -> torch.Tensor:
         """``(n, H, W)`` maps for ``n`` images of ``size``; ``grid`` is the feature map's resolution, if known."""
@@ -88,7 +84,7 @@ class ReferenceMap:
 class CentreBoxMap(ReferenceMap):
     """Ones inside a centred box of ``box_size = (w, h)`` pixels (at the explained images' resolution)."""
 
-    def __init__(self, box_size: tuple[float, float], model=None, target_layer=None):
+    def __init__(self, box_size: tuple[float, float]):
         if len(box_size) != 2 or not all(float(s) > 0 for s in box_size):
             raise ValueError(f"box_size must be two positive numbers (width, height) in pixels, got {box_size}.")
         self.box_size = tuple(float(s) for s in box_size)
@@ -100,7 +96,7 @@ class CentreBoxMap(ReferenceMap):
 class CentredGaussianMap(ReferenceMap):
     """A centred Gaussian with standard deviation ``sigma`` times the image width."""
 
-    def __init__(self, sigma: float = 0.25, model=None, target_layer=None):
+    def __init__(self, sigma: float = 0.25):
         if not float(sigma) > 0:
             raise ValueError(f"sigma must be a positive fraction of the image width, got {sigma}.")
         self.sigma = float(sigma)
@@ -114,7 +110,7 @@ class RandomMap(ReferenceMap):
     features, else the image's) and upsampled bilinearly like a method's map. Seeded: the same sequence of
     calls gives the same maps."""
 
-    def __init__(self, seed: int = 0, grid: tuple[int, int] | None = None, model=None, target_layer=None):
+    def __init__(self, seed: int = 0, grid: tuple[int, int] | None = None):
         self.grid = grid
         self._generator = torch.Generator().manual_seed(int(seed))
 
