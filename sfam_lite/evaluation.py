@@ -70,13 +70,14 @@ class Decisions:
     episode's support image of the class it chose; GPW: the image it retrieved); ``true_support`` the image of the
     query's own class it is explained against when correct (FRN: the episode's support image of that class; GPW:
     its most similar other image of that class, -1 if there is none); ``correct`` whether the two agree;
-    ``episode`` each row's episode (few-shot; None for retrieval). The paper explains the correct decisions
-    (:meth:`explained`)."""
+    ``episode`` each row's episode and ``candidates`` ``(n, way)`` the support image of each class it chose among
+    (few-shot; None for retrieval). The paper explains the correct decisions (:meth:`explained`)."""
     query: torch.Tensor
     true_support: torch.Tensor
     chosen_support: torch.Tensor
     correct: torch.Tensor
     episode: torch.Tensor | None = None
+    candidates: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.query)
@@ -130,8 +131,9 @@ def few_shot_decisions(model, features: torch.Tensor, labels, episodes: int = 10
             release_freed_memory()
     choice = torch.cat(choice)                                                     # (E, way·query)
     first = support[:, :, 0]
+    episode = torch.arange(episodes).repeat_interleave(way * query)
     return Decisions(queries.flatten(), first[:, target].flatten(), first.gather(1, choice).flatten(),
-                     (choice == target).flatten(), torch.arange(episodes).repeat_interleave(way * query))
+                     (choice == target).flatten(), episode, first[episode])
 
 
 def retrieval_decisions(embeddings: torch.Tensor, labels: torch.Tensor) -> Decisions:

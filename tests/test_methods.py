@@ -131,9 +131,9 @@ def test_few_shot_decisions_match_a_plain_loop_over_the_episodes():
                     q = int(ep[c, j])
                     scores = frn.head(positions[ep[:, 0]][:, None], positions[q][None])[0]
                     chosen = int(scores.argmax())
-                    rows.append((q, int(ep[c, 0]), int(ep[chosen, 0]), chosen == c, e))
+                    rows.append((q, int(ep[c, 0]), int(ep[chosen, 0]), chosen == c, e, ep[:, 0].tolist()))
     got = list(zip(made.query.tolist(), made.true_support.tolist(), made.chosen_support.tolist(),
-                   made.correct.tolist(), made.episode.tolist()))
+                   made.correct.tolist(), made.episode.tolist(), made.candidates.tolist()))
     assert got == rows
     q, s, ep = made.explained()
     assert q.tolist() == [r[0] for r in rows if r[3]] and ep.tolist() == [r[4] for r in rows if r[3]]
@@ -151,7 +151,7 @@ def test_retrieval_decisions_match_a_plain_loop():
         own = [s for s in sims if labels[s[1]] == labels[i]]
         assert made.chosen_support[i] == top and bool(made.correct[i]) == bool(labels[top] == labels[i])
         assert made.true_support[i] == (max(own)[1] if own else -1)
-    assert made.episode is None
+    assert made.episode is None and made.candidates is None
     with pytest.raises(TypeError, match="model.task"):
         decisions(torch.nn.Linear(2, 2), emb, labels)
 
