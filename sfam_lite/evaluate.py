@@ -87,6 +87,9 @@ class Result:
     info: dict = field(default_factory=dict)
     query_images: np.ndarray | None = None
     mass: dict = field(default_factory=dict)
+    #: method key → the name tables print, as registered when the result was made (a method unregistered since
+    #: still prints)
+    labels: dict = field(default_factory=dict)
 
     def table(self, threshold: float | None = None, which: str = "query") -> dict:
         """``{method: summary or None}`` at ``threshold`` (default: the first)."""
@@ -121,7 +124,7 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
     lines = [f"{which} maps, threshold {thr:g}; 95 % intervals over {unit}",
              f"{'method':<18}{'IoU (%)':>14}{'LocAcc (%)':>14}" + (f"{'| paper, CUB: IoU':>20}{'LocAcc':>8}" if paper else "")]
     for m, s in result.table(thr, which).items():
-        row = f"{METHODS[m]:<18}" + (f"{'—':>14}{'—':>14}" if s is None else
+        row = f"{result.labels.get(m) or METHODS.get(m, m):<18}" + (f"{'—':>14}{'—':>14}" if s is None else
                                       f"{100 * s['mean_iou']:>8.1f} ± {100 * s['mean_iou_half']:.1f}"
                                       f"{100 * s['accuracy']:>8.1f} ± {100 * s['accuracy_half']:.1f}")
         if paper:
@@ -171,7 +174,7 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
         query = {m: q_iou[r, m][:, order] if m in active else None for m in explainers}
         support = {m: s_iou[r, m][:, order] if m in active else None for m in explainers}
         results[r] = Result(setup.kind, tuple(thresholds), query, support, groups, {**info, "box_rule": rule},
-                            q_idx.cpu().numpy(), mass)
+                            q_idx.cpu().numpy(), mass, {m: METHODS[m] for m in explainers})
     return results[None] if box_rules is None else results
 
 

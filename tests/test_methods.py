@@ -71,6 +71,15 @@ def test_a_registered_method_is_in_the_tables_and_the_explorer(toy_method, gpw):
     assert "left half" in view.readout()
 
 
+def test_a_result_prints_a_method_unregistered_since(gpw):
+    register("left-half", "left half", lambda setup, *_: LeftHalf())
+    try:
+        result = evaluate_gpw(gpw, fake_test(), fake_test().boxes, methods=("sfam", "left-half"))
+    finally:
+        unregister("left-half")
+    assert "left half" in format_table(result) and "left-half" not in methods.METHODS
+
+
 def test_registry_refuses_what_it_cannot_use(toy_method):
     with pytest.raises(ValueError, match="already registered"):
         register(toy_method, "again", lambda *_: LeftHalf())
