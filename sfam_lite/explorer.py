@@ -38,6 +38,7 @@ from ._checks import check_choice, check_finite, check_int, check_threshold
 from .cis import METRICS
 from .evaluate import CURVE_THRESHOLDS
 from .methods import METHODS, REGISTRY, ModelSetup, build_explainers
+from .models.staged import STAGES
 from .evaluation import decisions
 from .explainer import FeatureCapture, eval_mode
 from .localization import boxes_from_maps, iou, kept_mask, mask_boxes
@@ -47,7 +48,7 @@ __all__ = ["LAYERS", "Gallery", "State", "View", "Explorer", "ExplorerWidget", "
            "head_after", "quantize", "render_panel", "threshold_frames", "threshold_mask", "draw_view"]
 
 #: the candidate target layers: the four stages of either backbone (the paper explains the last one)
-LAYERS = ("layer1", "layer2", "layer3", "layer4")
+LAYERS = STAGES
 #: how the explorer names the two models
 MODEL_NAMES = {"frn": "FRN", "gpw": "GPW"}
 

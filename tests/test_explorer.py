@@ -18,13 +18,14 @@ import torch.nn.functional as F
 import sfam_lite
 from sfam_lite.evaluate import CURVE_THRESHOLDS
 from sfam_lite.methods import METHODS
-from sfam_lite.evaluation import EvalSet
 from sfam_lite.explorer import (LAYERS, Explorer, ExplorerWidget, Gallery, State, candidate_layers, head_after,
                                 render_panel, threshold_frames, threshold_mask)
 from sfam_lite.localization import boxes_from_maps
 from sfam_lite.models import FRN, GPWEmbedding
 from sfam_lite.references import CentreBoxMap
 from sfam_lite.slider import static_slider
+
+from helpers import fake_test
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES, PER_CLASS, SIZE = 4, 6, 32
@@ -37,15 +38,6 @@ def plain_iou(a, b) -> float:
     inter = iw * ih
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
-
-
-def fake_test(n_classes=6, per_class=8, seed=0) -> EvalSet:
-    g = torch.Generator().manual_seed(seed)
-    n = n_classes * per_class
-    xy = torch.randint(0, SIZE // 2, (n, 2), generator=g).float()
-    wh = torch.randint(6, SIZE // 2, (n, 2), generator=g).float()
-    return EvalSet(torch.randn(n, 3, SIZE, SIZE, generator=g), torch.arange(n_classes).repeat_interleave(per_class),
-                   torch.cat([xy, wh], 1))
 
 
 class Counter:

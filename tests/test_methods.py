@@ -9,23 +9,16 @@ import torch.nn.functional as F
 
 from sfam_lite import methods
 from sfam_lite.evaluate import evaluate_gpw, format_table
-from sfam_lite.evaluation import EvalSet, decisions, few_shot_decisions, retrieval_decisions
+from sfam_lite.evaluation import decisions, few_shot_decisions, retrieval_decisions
 from sfam_lite.explainer import Explanation
 from sfam_lite.explorer import Explorer, Gallery, State
 from sfam_lite.methods import ModelSetup, build_explainers, register, unregister
 from sfam_lite.models import FRN, GPWEmbedding
 from sfam_lite.sampling import EpisodeSampler
 
+from helpers import fake_test
+
 SIZE = 32
-
-
-def fake_test(n_classes=4, per_class=6, seed=0) -> EvalSet:
-    g = torch.Generator().manual_seed(seed)
-    n = n_classes * per_class
-    xy = torch.randint(0, SIZE // 2, (n, 2), generator=g).float()
-    wh = torch.randint(6, SIZE // 2, (n, 2), generator=g).float()
-    return EvalSet(torch.randn(n, 3, SIZE, SIZE, generator=g), torch.arange(n_classes).repeat_interleave(per_class),
-                   torch.cat([xy, wh], 1))
 
 
 class LeftHalf:
@@ -52,7 +45,7 @@ def gpw():
 
 
 def test_a_registered_method_is_in_the_tables_and_the_explorer(toy_method, gpw):
-    test = fake_test()
+    test = fake_test(n_classes=4, per_class=6)
     result = evaluate_gpw(gpw, test, test.boxes, thresholds=(0.2,))
     assert toy_method in result.query and "left half" in format_table(result)
     # its IoU is the left half's box against each explained query's box, computed here by hand
@@ -74,7 +67,7 @@ def test_a_registered_method_is_in_the_tables_and_the_explorer(toy_method, gpw):
 def test_a_result_prints_a_method_unregistered_since(gpw):
     register("left-half", "left half", lambda setup, *_: LeftHalf())
     try:
-        result = evaluate_gpw(gpw, fake_test(), fake_test().boxes, methods=("sfam", "left-half"))
+        result = evaluate_gpw(gpw, fake_test(n_classes=4, per_class=6), fake_test(n_classes=4, per_class=6).boxes, methods=("sfam", "left-half"))
     finally:
         unregister("left-half")
     assert "left half" in format_table(result) and "left-half" not in methods.METHODS

@@ -11,15 +11,9 @@ import math
 import torch
 from torch import nn
 
+from .staged import Staged, stage_index
+
 FULL_WIDTHS = (64, 160, 320, 640)
-#: the backbone's stages, input side first: the candidate target layers of both models
-STAGES = ("layer1", "layer2", "layer3", "layer4")
-
-
-def _stage_index(layer: str) -> int:
-    if layer not in STAGES:
-        raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(STAGES)}.")
-    return STAGES.index(layer)
 
 
 class Block(nn.Module):
@@ -92,7 +86,7 @@ def _solve_spd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(a, b)
 
 
-class FRN(nn.Module):
+class FRN(Staged, nn.Module):
     """ResNet-12 + reconstruction head. ``forward`` maps images to the (B, C, 5, 5) feature map;
     :meth:`logits` scores queries against an episode's support set."""
 
@@ -108,25 +102,19 @@ class FRN(nn.Module):
     task = "few-shot"
     #: the similarity SFAM's CIS uses for it: minus a reconstruction distance between positions, Euclidean
     metric = "euclidean"
-    #: the layer whose output is explained: the last block, the feature map the head reads
-    target_stage = "layer4"
 
-    def stages(self) -> dict[str, nn.Module]:
-        """The candidate target layers, input side first: the ResNet-12's four blocks."""
-        return {name: getattr(self.feature_extractor, name) for name in STAGES}
-
-    @property
-    def target_layer(self) -> nn.Module:
-        return self.stages()[self.target_stage]
+    def stage_owner(self) -> nn.Module:
+        """The ResNet-12, whose four blocks are the stages; the last is the feature map the head reads."""
+        return self.feature_extractor
 
     def head_after(self, layer: str = "layer4") -> nn.Module:
         """The blocks after ``layer``: its feature map → the feature map FRN's head reads (identity at layer4)."""
-        after = list(self.stages().values())[_stage_index(layer) + 1:]
+        after = self.stages_after(layer)
         return nn.Sequential(*after) if after else nn.Identity()
 
     def projection_after(self, layer: str = "layer4") -> None:
         """FRN has no linear neck (what Decomposition decomposes): None at every layer."""
-        _stage_index(layer)
+        stage_index(layer)
         return None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .frn import STAGES, _stage_index
+from .staged import STAGES, Staged, stage_index
 
 
 def _resnet(arch: str, weights) -> torchvision.models.ResNet:
@@ -26,7 +26,7 @@ def _resnet(arch: str, weights) -> torchvision.models.ResNet:
     return getattr(torchvision.models, arch)(weights=weights)
 
 
-class GPWEmbedding(nn.Module):
+class GPWEmbedding(Staged, nn.Module):
     """``arch`` is a torchvision ResNet name. ``last_stride=1`` removes the stride of the last stage
     (total stride 32 → 16, the "last stride" trick of re-identification models), so that small CPU-sized
     inputs still give a usable final feature map: 80 px → 5×5.
@@ -60,27 +60,20 @@ class GPWEmbedding(nn.Module):
     task = "retrieval"
     #: the similarity SFAM's CIS uses for it
     metric = "cosine"
-    #: the layer whose output is explained: the last convolutional stage
-    target_stage = "layer4"
 
-    def stages(self) -> dict[str, nn.Module]:
-        """The candidate target layers, input side first: the ResNet's four stages."""
-        return {name: getattr(self.backbone, name) for name in STAGES}
-
-    @property
-    def target_layer(self) -> nn.Module:
-        return self.stages()[self.target_stage]
+    def stage_owner(self) -> nn.Module:
+        """The torchvision ResNet, whose four stages are the stages; the last convolutional one is explained."""
+        return self.backbone
 
     def head_after(self, layer: str = "layer4") -> nn.Module:
         """The layers after ``layer`` up to the *raw* embedding (before the L2 normalisation, as Grad-FAM needs):
         the later stages, pooling and ``embed``. Gradient explainers run it on cached feature maps."""
-        after = list(self.stages().values())[_stage_index(layer) + 1:]
-        return nn.Sequential(*after, self.backbone.avgpool, nn.Flatten(1), self.embed)
+        return nn.Sequential(*self.stages_after(layer), self.backbone.avgpool, nn.Flatten(1), self.embed)
 
     def projection_after(self, layer: str = "layer4") -> nn.Module | None:
         """The linear neck that maps ``layer``'s pooled features to the embedding (Decomposition decomposes through
         it): ``embed`` after the last stage; None after an earlier one, where non-linear stages follow."""
-        return self.embed if _stage_index(layer) == len(STAGES) - 1 else None
+        return self.embed if stage_index(layer) == len(STAGES) - 1 else None
 
     def embedding_head(self) -> nn.Module:
         """:meth:`head_after` the target layer."""
