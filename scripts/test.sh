@@ -16,18 +16,23 @@ python -m pytest tests -q
 stage "making stand-ins for CUB's archive and FRN's weights (_build/cub_fixture; chapters 5-7's papermill run reads them)"
 python scripts/make_cub_fixture.py _build/cub_fixture
 
-stage "training the book's two models on the synthetic benchmark (generated first; the chapters load both from the cache)"
-# Once, here, so that the chapters below can run two at a time without waiting for each other's training.
-python -m sfam_lite train frn
-python -m sfam_lite train gpw
+stage "training the book's two models on the synthetic benchmark, both at once (the chapters load them from the cache)"
+# Once, here, so that the chapters below can run two at a time without waiting for each other's training. Two
+# processes on two cores: OpenMP threads that spin while they wait would take the cores from the other process
+# (a ResNet forward pass ran 8x slower, two at a time, than with passive waiting: benchmarks/README.md); the
+# waiting policy changes no result.
+export OMP_WAIT_POLICY=PASSIVE
+python -c "from data_download import SyntheticCUB200; from sfam_lite import zoo
+SyntheticCUB200(zoo.default_data_root('synthetic'), split='frn_train', download=True)"   # generated once, first
+python -m sfam_lite train frn & frn_training=$!
+python -m sfam_lite train gpw & gpw_training=$!
+wait "$frn_training"
+wait "$gpw_training"
 
 stage "executing every chapter with papermill and small parameters, two at a time (outputs in _build/papermill/)"
 # nbval below runs every chapter with its defaults; this run proves that each parameters cell works, with
 # the fast values in .ci/smoke/<chapter>.yml where a chapter has them. Chapters share only the cache, whose
 # writers lock (a model trained by two chapters at once is trained once).
-# Two kernels on two cores: OpenMP threads that spin while they wait would take the cores from the other kernel
-# (a ResNet forward pass ran 8x slower, two at a time, than with passive waiting); the results do not change.
-export OMP_WAIT_POLICY=PASSIVE
 mkdir -p _build/papermill
 run_chapter() {
   local nb=$1 smoke extra=()
