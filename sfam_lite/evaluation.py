@@ -155,23 +155,9 @@ def retrieval_decisions(embeddings: torch.Tensor, labels: torch.Tensor) -> Decis
     return Decisions(torch.arange(len(labels)), true, top, correct)
 
 
-@torch.no_grad()
-def few_shot_pairs(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
-                   query: int = 16, seed: int = 0, chunk: int = 50):
-    """:func:`few_shot_decisions` as ``(query_index, support_index, correct)``, where ``support_index`` is the
-    support image of the query's true class."""
-    d = few_shot_decisions(model, features, labels, episodes, way, shot, query, seed, chunk)
-    return d.query, d.true_support, d.correct
-
-
 def few_shot_accuracy(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
                       query: int = 16, seed: int = 0) -> torch.Tensor:
     """Accuracy of each of ``episodes`` episodes (see :func:`few_shot_decisions`): ``(episodes,)``."""
     correct = few_shot_decisions(model, features, labels, episodes, way, shot, query, seed).correct
     return correct.reshape(episodes, way * query).double().mean(1)
 
-
-def retrieval_pairs(embeddings: torch.Tensor, labels: torch.Tensor):
-    """Each item's most cosine-similar other item: ``(query_index, retrieved_index, correct)``."""
-    d = retrieval_decisions(embeddings, labels)
-    return d.query, d.chosen_support, d.correct

@@ -97,14 +97,15 @@ def test_head_batched_over_episodes_equals_one_at_a_time():
 
 
 def test_few_shot_accuracy_matches_a_plain_episode_loop():
-    from sfam_lite.evaluation import few_shot_accuracy, few_shot_pairs
+    from sfam_lite.evaluation import few_shot_accuracy, few_shot_decisions
     from sfam_lite.sampling import EpisodeSampler
     torch.manual_seed(2)
     model = FRN(width=0.125).double().eval()
     labels = [c for c in range(8) for _ in range(6)]
     feats = torch.randn(8, 1, 16, dtype=F64)[torch.tensor(labels)] + 0.8 * torch.randn(48, 25, 16, dtype=F64)
     accs = few_shot_accuracy(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5)
-    q_idx, s_idx, ok = few_shot_pairs(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5, chunk=5)
+    made = few_shot_decisions(model, feats, labels, way=3, shot=2, query=3, episodes=12, seed=5, chunk=5)
+    q_idx, s_idx, ok = made.query, made.true_support, made.correct
     assert torch.equal(accs, ok.reshape(12, 9).double().mean(1))
     sampler = EpisodeSampler(labels, 3, 2, 3, 12, seed=5)
     for e in range(12):
@@ -143,14 +144,14 @@ def test_reconstruction_stays_finite_after_thread_count_changes():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by scripts/test_gpu.sh machines)")
-def test_few_shot_pairs_takes_features_on_the_gpu():
+def test_few_shot_decisions_take_features_on_the_gpu():
     # found on an H200: the episode targets lived on the CPU while the logits were on the GPU
-    from sfam_lite.evaluation import few_shot_pairs
+    from sfam_lite.evaluation import few_shot_decisions
     torch.manual_seed(2)
     model = FRN(width=0.125).double().eval()
     labels = [c for c in range(8) for _ in range(6)]
     feats = torch.randn(48, 25, 16, dtype=F64)
-    on_cpu = few_shot_pairs(model, feats, labels, way=3, shot=1, query=3, episodes=6, seed=1)
-    on_gpu = few_shot_pairs(model.cuda(), feats.cuda(), labels, way=3, shot=1, query=3, episodes=6, seed=1)
-    for a, b in zip(on_cpu, on_gpu):
-        assert torch.equal(a, b.cpu())
+    on_cpu = few_shot_decisions(model, feats, labels, way=3, shot=1, query=3, episodes=6, seed=1)
+    on_gpu = few_shot_decisions(model.cuda(), feats.cuda(), labels, way=3, shot=1, query=3, episodes=6, seed=1)
+    for field in ("query", "true_support", "chosen_support", "correct"):
+        assert torch.equal(getattr(on_cpu, field), getattr(on_gpu, field).cpu())

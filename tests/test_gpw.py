@@ -130,11 +130,12 @@ def test_pointing_game_and_mass_against_loops():
         assert math.isclose(share[b].item(), sum(inside(i, j) for i in range(12) for j in range(10)) / 120)
 
 
-def test_retrieval_pairs_agree_with_recall_at_1():
-    from sfam_lite.evaluation import retrieval_pairs
+def test_retrieval_decisions_agree_with_recall_at_1():
+    from sfam_lite.evaluation import retrieval_decisions
     g = torch.Generator().manual_seed(5)
     x, labels = torch.randn(30, 4, generator=g, dtype=F64), torch.randint(0, 5, (30,), generator=g)
-    q, top, ok = retrieval_pairs(x, labels)
+    made = retrieval_decisions(x, labels)
+    q, top, ok = made.query, made.chosen_support, made.correct
     assert not torch.any(top == q)
     assert math.isclose(ok.double().mean().item(), recall_at_k(x, labels, ks=(1,))[1])
     assert all(top[i] == max((j for j in range(30) if j != i),
