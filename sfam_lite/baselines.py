@@ -44,14 +44,9 @@ def embedding_norm_target(query_output: torch.Tensor, support_output: torch.Tens
 
 def frn_logit_target(frn) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """FRN's logit of the support class (minus the reconstruction distance of the query from its support
-    positions, times FRN's scale), as a target on the ``(B, C, 5, 5)`` feature maps FRN outputs."""
-    def target(query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
-        b, k = support_output.shape[:2]
-        q = frn.read_positions(query_output)                                   # (B, r, d)
-        s = frn.read_positions(support_output.flatten(0, 1))                   # (B·K, r, d)
-        logits = frn.head(s.reshape(b, 1, k, *s.shape[1:]), q[:, None])        # (B, 1 query, 1 way)
-        return logits[:, 0, 0]
-    return target
+    positions, times FRN's scale), as a target on the ``(B, C, 5, 5)`` feature maps FRN outputs: the model's own
+    :meth:`~sfam_lite.models.FRN.pair_score`."""
+    return frn.pair_score
 
 
 class GradientExplainer(PairExplainer):
@@ -79,6 +74,24 @@ class RAM(PairExplainer):
 
     def channel_weights(self, ctx):
         return ctx.query_vectors, ctx.support_vectors_each, ctx.query_vectors
+
+
+class SupportWeightedRAM(RAM):
+    """RAM read as CAM with the *other* image's pooled feature in place of a class's weights (the book's reading,
+    not a verified definition): the query map weights the query's channels by the support prototype,
+    ``w_n = v^S_n`` (Eq. 1), and each support map weights its channels by the query's ``v^Q_n``; then ReLU.
+
+    CAMA's RAM is said to explain the query–gallery ranking, a pair-dependent quantity, while :class:`RAM` (the SFAM
+    paper's description) weights each image by its own feature; CAMA's formula could not be read here, so both
+    readings are offered and labelled. For a model whose embedding is the average-pooled target layer compared by
+    a dot product, with non-negative features and one support image, the query map is proportional to
+    Decomposition's: ``Σ_xy ⟨A^Q_ij, A^S_xy⟩ = hw · Σ_n v^S_n A^n_ij`` (with K > 1, Decomposition scales each
+    support's products by their own maximum before it sums them).
+    """
+
+    def channel_weights(self, ctx):
+        k = ctx.support_vectors_each.shape[1]
+        return ctx.support_vectors, ctx.query_vectors[:, None].expand(-1, k, -1), ctx.support_vectors
 
 
 class CGRAM(GradientExplainer):

@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
+from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS, SupportWeightedRAM
 from .explainer import SFAM
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
@@ -30,6 +30,7 @@ class ModelSetup:
     target_layer: nn.Module
     head: nn.Module
     projection: nn.Module | None
+    pair_score: Callable | None = None   # the model's own score of a pair, if not the cosine of its outputs
 
     @classmethod
     def of(cls, model: nn.Module, layer: str | None = None) -> "ModelSetup":
@@ -45,7 +46,8 @@ class ModelSetup:
         if layer not in stages:
             raise ValueError(f"unknown layer {layer!r}; choose from {', '.join(stages)}.")
         kind = {"few-shot": "frn", "retrieval": "gpw"}[model.task]
-        return cls(kind, model.metric, stages[layer], model.head_after(layer), model.projection_after(layer))
+        return cls(kind, model.metric, stages[layer], model.head_after(layer), model.projection_after(layer),
+                   getattr(model, "pair_score", None))
 
 
 def setup_for(model: nn.Module, kind: str | None = None) -> ModelSetup:
@@ -63,7 +65,8 @@ class Method:
     → a feature-only explainer, or None where the method is not defined for the model (printed as "—")."""
     key: str
     label: str
-    group: str          # "method" (SFAM and the paper's baselines), "ablation" (SFAM's), or "reference"
+    group: str          # "method" (SFAM and the paper's baselines), "variant" (another reading of a baseline),
+                        # "ablation" (SFAM's), or "reference"
     make: Callable
 
 
@@ -71,7 +74,7 @@ class Method:
 REGISTRY: dict[str, Method] = {}
 #: key → printed name, for every registered method (kept in step with :data:`REGISTRY`)
 METHODS: dict[str, str] = {}
-GROUPS = ("method", "ablation", "reference")
+GROUPS = ("method", "variant", "ablation", "reference")
 
 
 def register(key: str, label: str, make: Callable, group: str = "method") -> Method:
@@ -113,12 +116,17 @@ def build_explainers(setup: ModelSetup, methods, box_size, sigma: float, seed: i
 
 
 # SFAM, its two ablations (chapter 10: every weight 1, and Eq. 2 / 5 without Eq. 4's stretch), the paper's
-# baselines in its order, then the image-independent references.
+# baselines in its order, each followed by its variant (RAM weighted by the other image's feature; CG-RAM of the
+# model's own score where that is not the cosine: FRN's logit), then the image-independent references.
 register("sfam", "SFAM", lambda setup, *_: SFAM(None, metric=setup.metric))
 register("ones", "all-ones", lambda *_: AllOnes(None), group="ablation")
 register("raw-cis", "raw CIS", lambda setup, *_: RawCIS(None, metric=setup.metric), group="ablation")
 register("ram", "RAM", lambda *_: RAM(None))
+register("ram-support", "RAM, support-weighted", lambda *_: SupportWeightedRAM(None), group="variant")
 register("cgram", "CG-RAM", lambda setup, *_: CGRAM(None, head=setup.head))
+register("cgram-score", "CG-RAM, model score",
+         lambda setup, *_: None if setup.pair_score is None else CGRAM(None, head=setup.head, target=setup.pair_score),
+         group="variant")
 register("gradfam", "Grad-FAM", lambda setup, *_: GradFAM(None, head=setup.head))
 register("decomposition", "Decomposition",
          lambda setup, *_: Decomposition(None, projection=setup.projection) if setup.metric == "cosine" else None)

@@ -10,7 +10,7 @@ from torch import nn
 
 from reference import bilinear_loop
 from sfam_lite import CGRAM, RAM, SFAM, CentreBoxMap, CentredGaussianMap, Decomposition, GradFAM, RandomMap
-from sfam_lite.baselines import frn_logit_target
+from sfam_lite.baselines import SupportWeightedRAM, frn_logit_target
 from sfam_lite.models import FRN, GPWEmbedding
 
 F64 = torch.float64
@@ -66,6 +66,45 @@ def test_ram_is_each_image_weighted_by_its_own_pooled_feature(tiny):
     with RAM(tiny, tiny.body) as ram:
         other = ram(q, images(2, 3, 3, 8, 8, seed=9))
     assert torch.allclose(out.query_maps, other.query_maps)
+
+
+def test_support_weighted_ram_weights_each_image_by_the_other_ones_pooled_feature(tiny):
+    q, s = images(2, 3, 8, 8), images(2, 3, 3, 8, 8, seed=2)
+    with SupportWeightedRAM(tiny, tiny.body) as ram:
+        out = ram(q, s)
+
+    def weighted(a, v):
+        small = torch.zeros(a.shape[1:], dtype=F64)
+        for i in range(a.shape[1]):
+            for j in range(a.shape[2]):
+                small[i, j] = max(0.0, sum(v[n] * a[n, i, j].item() for n in range(a.shape[0])))
+        return torch.tensor(bilinear_loop(small, 8, 8), dtype=F64)
+
+    for b in range(2):
+        a_q = tiny.body(q[b][None])[0].detach()
+        a_s = [tiny.body(s[b, k][None])[0].detach() for k in range(3)]
+        v_q = [a_q[n].mean().item() for n in range(a_q.shape[0])]
+        v_s = [sum(a[n].mean().item() for a in a_s) / 3 for n in range(a_q.shape[0])]    # the prototype, Eq. 1
+        assert torch.allclose(out.query_maps[b], weighted(a_q, v_s), atol=1e-10)
+        for k in range(3):
+            assert torch.allclose(out.support_maps[b, k], weighted(a_s[k], v_q), atol=1e-10)
+    # unlike RAM's, the query map changes with the support
+    with SupportWeightedRAM(tiny, tiny.body) as ram:
+        other = ram(q, images(2, 3, 3, 8, 8, seed=9))
+    assert not torch.allclose(out.query_maps, other.query_maps)
+
+
+def test_support_weighted_ram_is_decomposition_on_non_negative_pooled_features():
+    """For average pooling and a dot product without a neck, Σ_xy <A^Q_ij, A^S_xy> = hw Σ_n v^S_n A^n_ij, so with one
+    support image the two query maps agree up to a positive factor (non-negative features, as after a ReLU)."""
+    g = torch.Generator().manual_seed(3)
+    a_q, a_s = torch.rand(2, 5, 4, 4, generator=g, dtype=F64), torch.rand(2, 1, 5, 4, 4, generator=g, dtype=F64)
+    ours = SupportWeightedRAM(None).explain_features(a_q, a_s, size=(4, 4)).query_maps
+    theirs = Decomposition(None).explain_features(a_q, a_s, size=(4, 4)).query_maps
+    scale = lambda m: m / m.amax(dim=(-2, -1), keepdim=True)                              # noqa: E731
+    assert torch.allclose(scale(ours), scale(theirs), atol=1e-12)
+    assert not torch.allclose(scale(ours), scale(RAM(None).explain_features(a_q, a_s, size=(4, 4)).query_maps),
+                              atol=1e-3)
 
 
 # --- CG-RAM: equal to pytorch-grad-cam's GradCAM with a cosine target ------------------------------

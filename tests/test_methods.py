@@ -116,6 +116,29 @@ def test_models_say_how_to_explain_them():
         methods.setup_for(frn, "gpw")
 
 
+def test_cgram_of_the_models_own_score_is_frns_logit_and_undefined_for_gpw(gpw):
+    torch.manual_seed(1)
+    frn = FRN(width=0.125).double().eval()
+    q, s = torch.rand(3, 3, 84, 84, dtype=torch.float64), torch.rand(3, 3, 84, 84, dtype=torch.float64)
+    fq, fs = frn(q).detach(), frn(s).detach()
+    setup = ModelSetup.of(frn)
+    got = build_explainers(setup, ["cgram-score"], None, None)["cgram-score"]
+    out = got.explain_features(fq, fs[:, None], size=(84, 84))
+    # the model's own score: FRN's logit of the support class in the pair's 1-way episode
+    assert torch.allclose(out.explained_similarity, torch.stack([frn.logits(s[b][None, None], q[b][None])[0, 0]
+                                                                 for b in range(3)]), atol=1e-9)
+    # and Grad-CAM of it: the mean gradient of that logit over each channel, by autograd on one pair at a time
+    for b in range(3):
+        a = fq[b:b + 1].clone().requires_grad_(True)
+        frn.pair_score(a, fs[b:b + 1, None]).sum().backward()
+        small = torch.relu((a.grad.mean(dim=(-2, -1))[0, :, None, None] * fq[b]).sum(0))
+        want = F.interpolate(small[None, None], size=(84, 84), mode="bilinear", align_corners=False)[0, 0]
+        assert torch.allclose(out.query_maps[b], want, atol=1e-9)
+    assert build_explainers(ModelSetup.of(gpw), ["cgram-score"], None, None)["cgram-score"] is None
+    # variants are rows of the tables, not choices of the explorer
+    assert methods.REGISTRY["cgram-score"].group == methods.REGISTRY["ram-support"].group == "variant"
+
+
 def test_few_shot_decisions_match_a_plain_loop_over_the_episodes():
     torch.manual_seed(2)
     frn = FRN(width=0.125).eval()
@@ -210,3 +233,19 @@ def test_a_method_can_run_the_model_on_the_images_it_explains():
     assert RerunsTheModel.seen == [(False, True)] and frn.training
     assert torch.allclose(got.query_maps, expected.query_maps, atol=1e-5)
     assert torch.allclose(got.support_maps, expected.support_maps, atol=1e-5)
+
+
+def test_query_maps_match_each_pair_explained_on_its_own(gpw):
+    from sfam_lite import RAM, SFAM
+    from sfam_lite.evaluate import query_maps
+    images = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    q, s = torch.tensor([0, 1, 0]), torch.tensor([2, 3, 4])
+    got = query_maps(gpw, images, q, s, ["sfam", "ram", "decomposition"])
+    assert set(got) == {"sfam", "ram", "decomposition"} and got["sfam"].shape == (3, SIZE, SIZE)
+    for key, make in [("sfam", lambda: SFAM(gpw, metric="cosine")), ("ram", lambda: RAM(gpw))]:
+        with make() as explainer:
+            for i in range(3):
+                want = explainer(images[q[i]][None], images[s[i]][None, None]).query_maps[0]
+                assert torch.allclose(got[key][i], want, atol=1e-5), key
+    # a method not defined for the model is left out
+    assert "decomposition" not in query_maps(FRN(width=0.125).eval(), images, q, s, ["sfam", "decomposition"])

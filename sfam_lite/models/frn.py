@@ -117,6 +117,15 @@ class FRN(Staged, nn.Module):
         stage_index(layer)
         return None
 
+    def pair_score(self, query_output: torch.Tensor, support_output: torch.Tensor) -> torch.Tensor:
+        """FRN's own score of each pair, a target for gradient methods (CG-RAM's "logit" variant): the logit of the
+        support's class when the pair is a 1-way episode, from the feature maps FRN outputs, query ``(B, C, h, w)``
+        and support ``(B, K, C, h, w)`` → ``(B,)``."""
+        b, k = support_output.shape[:2]
+        q = self.read_positions(query_output)                                      # (B, r, d)
+        s = self.read_positions(support_output.flatten(0, 1))                      # (B·K, r, d)
+        return self.head(s.reshape(b, 1, k, *s.shape[1:]), q[:, None])[:, 0, 0]   # (B, 1 query, 1 way) → (B,)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.feature_extractor(images)
 
