@@ -72,6 +72,24 @@ def _scores_per_rule(explainer, query_features, support_features, query_boxes, s
     return [PairScores(q_iou[r], s_iou[r].mean(-1), q_mass) for r in range(len(rules))]
 
 
+def query_maps(model, images: torch.Tensor, query: torch.Tensor, support: torch.Tensor, methods, priors=(None, None),
+               seed: int = 0) -> dict:
+    """``{key: (n, H, W) float32 CPU maps}``: each method's query map for the pairs ``images[query[i]]``,
+    ``images[support[i]]`` (one support image per pair), explained from ``model``'s own features at its target layer
+    (each image run once, on the model's device). ``priors``: the references' ``(box_size, sigma)``
+    (:func:`sfam_lite.references.reference_priors`); methods not defined for the model are left out."""
+    setup = setup_for(model)
+    used = torch.unique(torch.cat([query, support]))
+    device = next(model.parameters()).device
+    fmaps = forward_with_features(model, setup.target_layer, images[used].to(device))[1]
+    where = torch.full((len(images),), -1, dtype=torch.long)
+    where[used] = torch.arange(len(used))
+    size = tuple(images.shape[-2:])
+    explainers = build_explainers(setup, methods, *priors, seed=seed)
+    return {m: e.explain_features(fmaps[where[query]], fmaps[where[support]][:, None], size=size)
+            .query_maps.detach().float().cpu() for m, e in explainers.items() if e is not None}
+
+
 @dataclass
 class Result:
     """Per-method IoUs of one evaluation: ``query`` / ``support`` map each method key to a ``(T, n)`` array (None:

@@ -11,6 +11,9 @@
   reveals) the query's pixels in order of decreasing map value and records the model's own similarity to the
   support after each step; :func:`frn_similarity` and :func:`cosine_similarity_of` are those similarities for
   FRN and GPW, each a :class:`PairSimilarity` that encodes a support once however often its query is perturbed.
+* **Randomisation by the paper's criterion** (chapter 8): :func:`localisation_scores` scores maps as chapter 7
+  does (localised or not, mass in the box) and says which are blank; :func:`contrast_maps` is the floor that the
+  image's own structure reaches with no model at all.
 """
 from __future__ import annotations
 
@@ -24,8 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import as_float_tensor, check_choice, check_finite, check_int
+from ._checks import as_float_tensor, check_choice, check_finite, check_int, check_ndim
+from .localization import boxes_from_maps, iou
 from .maps import minmax_normalize
+from .metrics import mass_in_box
 
 MODES = ("cascading", "independent")
 #: The steps of the paper's Figure 5 (§4.4): FRN randomised from conv 12 down to these convolutions.
@@ -239,6 +244,49 @@ def map_similarity(original, randomized, ssim: bool = True) -> MapSimilarity:
         if structural_similarity is not None:
             s[i] = structural_similarity(minmax_normalize(a[i]), minmax_normalize(b[i]), data_range=1.0)
     return MapSimilarity(rho, rho_abs, s if ssim else None, constant)
+
+
+# -- localisation after randomisation (the paper's criterion) ---------------------------------------------
+
+@dataclass
+class LocalisationScores:
+    """Per map: ``localised`` (1.0 where the box from the map has IoU ≥ 0.5 with the ground truth, else 0.0),
+    ``mass`` (the share of the map's mass inside the box) and ``shown`` (True where the map is not constant: a
+    blank map localises nothing). NumPy arrays of length B."""
+    localised: np.ndarray
+    mass: np.ndarray
+    shown: np.ndarray
+
+
+def localisation_scores(maps: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.2,
+                        iou_threshold: float = 0.5) -> LocalisationScores:
+    """Chapter 7's protocol on each of ``maps`` ``(B, H, W)`` against ``boxes`` ``(B, 4)`` (``x, y, w, h``): the box
+    of the largest component of the pixels ≥ ``threshold`` after min-max scaling
+    (:func:`sfam_lite.localization.boxes_from_maps`), localised where its IoU is at least ``iou_threshold``; and
+    the mass in the box (:func:`sfam_lite.metrics.mass_in_box`)."""
+    maps = as_float_tensor(maps, "maps")
+    check_ndim(maps, "maps", (3,), "(B, H, W)")
+    check_finite(maps, "maps", "Explanation maps must be finite.")
+    hit = iou(boxes_from_maps(maps, threshold), torch.as_tensor(boxes).numpy()) >= iou_threshold
+    flat = maps.flatten(1)
+    return LocalisationScores(hit.astype(float), mass_in_box(maps, boxes).numpy(),
+                              (flat.amax(1) > flat.amin(1)).numpy())
+
+
+def contrast_maps(images: torch.Tensor, window: float = 1 / 8) -> torch.Tensor:
+    """A model-free map ``(B, H, W)`` of images ``(B, C, H, W)``: the local standard deviation of the grey values
+    (the channels' mean) in a square window ``window`` of the image's shorter side wide (odd, at least 3 pixels),
+    the window cut at the borders. What the image's own structure localises with no model: the floor a randomised
+    network's maps are compared with."""
+    images = as_float_tensor(images, "images")
+    check_ndim(images, "images", (4,), "(B, C, H, W)")
+    check_finite(images, "images", "Images must be finite.")
+    if not 0 < window <= 1:
+        raise ValueError(f"window must be a fraction of the image's shorter side in (0, 1], got {window}.")
+    grey = images.mean(1, keepdim=True)
+    k = max(3, int(min(images.shape[-2:]) * window) | 1)
+    local = lambda x: torch.nn.functional.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)  # noqa: E731
+    return (local(grey ** 2) - local(grey) ** 2).clamp_min(0).sqrt()[:, 0]
 
 
 # -- deletion and insertion ------------------------------------------------------------------------------

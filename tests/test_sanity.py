@@ -474,3 +474,41 @@ def test_deletion_rejects_bad_inputs():
         deletion_insertion(score, query, support[:2], maps)
     with pytest.raises(ValueError, match="one score per pair"):
         deletion_insertion(lambda q, s: score(q, s)[:, None], query, support, maps, steps=1)
+
+
+# --- the paper's criterion: localisation after randomisation, and the model-free floor ---------------------
+
+def test_contrast_maps_are_the_local_standard_deviation_of_the_grey_values():
+    from sfam_lite.sanity import contrast_maps
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 9, 11, generator=g, dtype=torch.float64)
+    got = contrast_maps(images, window=1 / 3)                 # the shorter side 9 → a 3-pixel window
+    grey = images.mean(1).numpy()
+    for b in range(2):
+        for i in range(9):
+            for j in range(11):
+                patch = grey[b, max(0, i - 1):i + 2, max(0, j - 1):j + 2]      # cut at the borders
+                assert abs(got[b, i, j].item() - patch.std()) < 1e-9
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        contrast_maps(images[0])
+    with pytest.raises(ValueError, match="window"):
+        contrast_maps(images, window=0)
+    with pytest.raises(ValueError, match="finite"):
+        contrast_maps(images.clone().fill_(float("nan")))
+
+
+def test_localisation_scores_against_a_pixel_loop():
+    from sfam_lite.sanity import localisation_scores
+    maps = torch.zeros(3, 10, 10, dtype=torch.float64)
+    maps[0, 2:6, 3:8] = 1.0                                   # exactly the box: localised, all mass inside
+    maps[1, 0:2, 0:2] = 1.0                                   # a far corner: not localised, no mass inside
+    boxes = torch.tensor([[3.0, 2.0, 5.0, 4.0]] * 3, dtype=torch.float64)    # x, y, w, h; map 2 blank
+    got = localisation_scores(maps, boxes)
+    assert got.localised.tolist() == [1.0, 0.0, 0.0] and got.shown.tolist() == [True, True, False]
+    for b in range(3):
+        total = maps[b].sum().item()
+        inside = sum(maps[b, i, j].item() for i in range(10) for j in range(10) if 2 <= i < 6 and 3 <= j < 8)
+        want = inside / total if total > 0 else 20 / 100        # a blank map scores the box's share of the image
+        assert abs(got.mass[b] - want) < 1e-12
+    with pytest.raises(ValueError, match="finite"):
+        localisation_scores(maps.clone().fill_(float("nan")), boxes)
