@@ -196,18 +196,33 @@ def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, threshold
     return results[None] if box_rules is None else results
 
 
+def _test_features(model, setup, test, features):
+    """``(outputs, feature maps)`` of every test image: ``features`` if given (checked), else computed."""
+    if features is None:
+        device = next(model.parameters()).device
+        return forward_with_features(model, setup.target_layer, test.images.to(device))
+    if not (isinstance(features, (tuple, list)) and len(features) == 2
+            and all(isinstance(f, torch.Tensor) and len(f) == len(test.images) for f in features)):
+        raise ValueError(f"features must be (outputs, feature maps), one row per test image ({len(test.images)}), as "
+                         "sfam_lite.evaluation.forward_with_features(model, model.target_layer, test.images) "
+                         "returns them.")
+    return features
+
+
 @torch.no_grad()
 def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=None, thresholds=(0.2,),
                  seed: int = 0, progress: bool = False, way: int = 5, query: int = 16,
-                 box_rule: dict | None = None, box_rules: dict | None = None):
+                 box_rule: dict | None = None, box_rules: dict | None = None, features=None):
     """Few-shot localisation of FRN on ``test`` (an :class:`sfam_lite.evaluation.EvalSet` of the test classes) in
     ``way``-way 1-shot episodes with ``query`` queries per class; the reference priors come from ``val_boxes``
     (boxes of the validation classes); ``methods``: registered keys (:mod:`sfam_lite.methods`; default all);
     ``box_rule``: as in :func:`localisation_ious`. Returns a :class:`Result`; with ``box_rules``
-    (``{label: box_rule}``) instead, ``{label: Result}``, every map computed once for all the rules."""
+    (``{label: box_rule}``) instead, ``{label: Result}``, every map computed once for all the rules.
+    ``features``: the test images' ``(outputs, feature maps)`` from
+    :func:`~sfam_lite.evaluation.forward_with_features` at the model's target layer, to skip the forward pass
+    when they are already at hand (several evaluations of one model)."""
     setup = setup_for(model, "frn")
-    device = next(model.parameters()).device
-    maps = forward_with_features(model, setup.target_layer, test.images.to(device))[1]
+    maps = _test_features(model, setup, test, features)[1]
     made = decisions(model, maps, test.labels, episodes=episodes, way=way, query=query, seed=seed)
     q_idx, s_idx, groups = made.explained()
     size = tuple(test.images.shape[-2:])
@@ -221,13 +236,13 @@ def evaluate_frn(model, test, val_boxes, episodes: int = 1000, methods=None, thr
 
 @torch.no_grad()
 def evaluate_gpw(model, test, val_boxes, methods=None, thresholds=(0.2,), seed: int = 0,
-                 progress: bool = False, every: int = 1, box_rule: dict | None = None, box_rules: dict | None = None):
+                 progress: bool = False, every: int = 1, box_rule: dict | None = None, box_rules: dict | None = None,
+                 features=None):
     """Retrieval localisation of GPW on ``test``: every image against its top-1 neighbour, correct pairs only
-    (``every``: only every n-th of them, for quick curves; ``methods``, ``box_rule`` and ``box_rules``: as in
-    :func:`evaluate_frn`)."""
+    (``every``: only every n-th of them, for quick curves; ``methods``, ``box_rule``, ``box_rules`` and
+    ``features``: as in :func:`evaluate_frn`)."""
     setup = setup_for(model, "gpw")
-    device = next(model.parameters()).device
-    embeddings, maps = forward_with_features(model, setup.target_layer, test.images.to(device))
+    embeddings, maps = _test_features(model, setup, test, features)
     made = decisions(model, embeddings, test.labels)
     q_idx, s_idx, _ = made.explained()
     size = tuple(test.images.shape[-2:])

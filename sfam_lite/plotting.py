@@ -166,3 +166,13 @@ def compare_methods(images: torch.Tensor, boxes: torch.Tensor, query_index, supp
                     row[c].set_title(name, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def method_colours() -> dict[str, str]:
+    """``{key: colour}`` for every registered method (:data:`sfam_lite.methods.METHODS`, in table order), distinct
+    for up to 30 methods: matplotlib's default cycle, then the ``tab20b`` colours. The same method keeps its
+    colour in every figure of a chapter."""
+    from matplotlib.colors import to_hex
+    from .methods import METHODS
+    cycle = list(plt.rcParams["axes.prop_cycle"].by_key()["color"]) + [to_hex(c) for c in matplotlib.colormaps["tab20b"].colors]
+    return {key: cycle[i % len(cycle)] for i, key in enumerate(METHODS)}

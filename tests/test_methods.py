@@ -249,3 +249,21 @@ def test_query_maps_match_each_pair_explained_on_its_own(gpw):
                 assert torch.allclose(got[key][i], want, atol=1e-5), key
     # a method not defined for the model is left out
     assert "decomposition" not in query_maps(FRN(width=0.125).eval(), images, q, s, ["sfam", "decomposition"])
+
+
+def test_evaluations_reuse_given_features_and_refuse_wrong_ones(gpw):
+    from sfam_lite.evaluate import evaluate_frn
+    from sfam_lite.evaluation import forward_with_features
+    test = fake_test(n_classes=4, per_class=6)
+    features = forward_with_features(gpw, gpw.target_layer, test.images)
+    fresh = evaluate_gpw(gpw, test, test.boxes, methods=("sfam", "ram"))
+    reused = evaluate_gpw(gpw, test, test.boxes, methods=("sfam", "ram"), features=features)
+    for m in ("sfam", "ram"):
+        assert np.array_equal(fresh.query[m], reused.query[m]) and np.array_equal(fresh.mass[m], reused.mass[m])
+    # the features are what is explained: other features give other maps
+    other = evaluate_gpw(gpw, test, test.boxes, methods=("sfam",), features=(features[0], features[1].flip(-1)))
+    assert not np.array_equal(fresh.mass["sfam"], other.mass["sfam"])
+    with pytest.raises(ValueError, match="one row per test image"):
+        evaluate_gpw(gpw, test, test.boxes, features=(features[0][:3], features[1][:3]))
+    with pytest.raises(ValueError, match="outputs, feature maps"):
+        evaluate_frn(FRN(width=0.125).eval(), test, test.boxes, episodes=2, features=features[1])
