@@ -237,6 +237,27 @@ class CUB200(VisionDataset):
                                               f"`{self._command()}`."):
             return self.loader(path)
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(width, height)`` of image ``index``, read from the file's header without decoding its pixels."""
+        from PIL import Image
+        path = self.image_path(index)
+        with disk_errors(path, lambda exc, p: f"Cannot read image {p} ({exc}); re-create the dataset with "
+                                              f"`{self._command()}`."):
+            with Image.open(path) as image:
+                return image.size
+
+    def transformed_boxes(self, transform) -> torch.Tensor:
+        """Every item's box ``(n, 4)`` as ``self[i]`` would return it with ``transform`` (one that can move boxes,
+        e.g. :class:`ResizeCropFlip`), from the boxes table and each image's size alone: no image is decoded, so the
+        boxes of a whole split cost a few bytes per image instead of the images themselves."""
+        if not hasattr(transform, "transform_box"):
+            raise TypeError(f"{type(transform).__name__} cannot move boxes without the image: give a transform with "
+                            "transform_box(box, image_size), e.g. data_download.ResizeCropFlip.")
+        if len(self) == 0:
+            return torch.zeros(0, 4)
+        return torch.stack([torch.as_tensor(transform.transform_box(self.boxes[k].clone(), self.image_size(k)),
+                                            dtype=torch.float32) for k in range(len(self))])
+
     def __getitem__(self, index: int):
         image = self.load_image(index)
         box = self.boxes[index].clone()

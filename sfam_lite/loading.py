@@ -46,5 +46,6 @@ def load_for(kind: str, model_name: str | None = None, data_root=None, weights_r
     view = zoo.eval_transform_for(model)      # the recipe's evaluation view (FRN: 92/84; the real GPW: 256/227)
     test_split, val_split = MODEL_SPLITS[kind]
     test = eval_set(dataset(root, split=test_split), view, progress=progress)
-    val_boxes = eval_set(dataset(root, split=val_split), view).boxes if validation else None
+    # the validation boxes only, in the evaluation view: read from the tables and image headers, no image decoded
+    val_boxes = dataset(root, split=val_split).transformed_boxes(view) if validation else None
     return model, test, val_boxes

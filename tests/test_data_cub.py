@@ -164,6 +164,24 @@ def test_box_follows_a_box_aware_transform(tmp_path):
     np.testing.assert_allclose(box.numpy(), expected, rtol=1e-6)
 
 
+def test_transformed_boxes_equal_the_items_boxes_without_decoding_an_image(tmp_path):
+    def edit(lines):   # images of several sizes, so that each box moves differently
+        for k, row in enumerate(lines["images"]):
+            if k % 3 == 1:
+                Image.new("RGB", (37, 71), (9, 9, 9)).save(tmp_path / "CUB_200_2011" / "images" / row.split()[1])
+    write_cub(tmp_path, edit=edit)
+    t = ResizeCropFlip(32, 30, to_tensor=True)
+    want = torch.stack([item[2] for item in CUB200(tmp_path, transform=t)])
+
+    def refuse(path):
+        raise AssertionError(f"decoded {path}")
+    got = CUB200(tmp_path, loader=refuse).transformed_boxes(t)
+    assert torch.equal(got, want) and got.dtype == torch.float32
+    assert not torch.equal(want[0:1].expand(3, 4), want[0:3])          # the sizes did move the boxes differently
+    with pytest.raises(TypeError, match="cannot move boxes"):
+        CUB200(tmp_path).transformed_boxes(lambda im: im)
+
+
 def test_plain_transform_leaves_the_box_alone(tmp_path):
     write_cub(tmp_path)
     image, _, box = CUB200(tmp_path, transform=lambda im: im.resize((10, 10)))[0]
