@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-METHODS = ("sfam", "ones", "raw-cis", "ram", "cgram", "gradfam", "decomposition")
+METHODS = ("sfam", "ones", "raw-cis", "ram", "ram-support", "cgram", "cgram-score", "gradfam", "decomposition")
 
 
 def evaluate_seed(kind: str, seed: int, episodes: int) -> dict:
