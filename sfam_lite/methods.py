@@ -122,9 +122,9 @@ register("sfam", "SFAM", lambda setup, *_: SFAM(None, metric=setup.metric))
 register("ones", "all-ones", lambda *_: AllOnes(None), group="ablation")
 register("raw-cis", "raw CIS", lambda setup, *_: RawCIS(None, metric=setup.metric), group="ablation")
 register("ram", "RAM", lambda *_: RAM(None))
-register("ram-support", "RAM, support-weighted", lambda *_: SupportWeightedRAM(None), group="variant")
+register("ram-support", "RAM (support)", lambda *_: SupportWeightedRAM(None), group="variant")
 register("cgram", "CG-RAM", lambda setup, *_: CGRAM(None, head=setup.head))
-register("cgram-score", "CG-RAM, model score",
+register("cgram-score", "CG-RAM (score)",
          lambda setup, *_: None if setup.pair_score is None else CGRAM(None, head=setup.head, target=setup.pair_score),
          group="variant")
 register("gradfam", "Grad-FAM", lambda setup, *_: GradFAM(None, head=setup.head))
