@@ -19,16 +19,13 @@ About a minute per model and seed on 2 CPU cores once the models are cached (eac
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))          # seeds.py, beside this file
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 #: chapter 8's methods and defaults (its parameters cell)
@@ -99,34 +96,20 @@ def evaluate_seed(kind: str, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--kinds", nargs="+", default=["frn", "gpw"], choices=["frn", "gpw"])
-    parser.add_argument("--output", required=True, help="JSON file of the results (written when all are done)")
-    args = parser.parse_args(argv)
-    from sfam_lite.cli import check_output, write_output
-    check_output(args.output, "--output")
-    runs = []
-    for kind in args.kinds:
-        for seed in args.seeds:
-            run = evaluate_seed(kind, seed)
-            runs.append(run)
-            m = run["methods"]["sfam"]
-            print(f"{kind} seed {seed}: SFAM LocAcc {m['locacc_trained']:.1f} -> {m['locacc_randomised']:.1f} % "
-                  f"(contrast map {run['contrast_locacc']:.1f} %); deletion {m['deletion_minus_random']:+.3f}, "
-                  f"insertion {m['insertion_minus_random']:+.3f} vs random ({run['seconds']:.0f} s)", flush=True)
-    data = {"what": "chapter 8's headline measurements on the synthetic recipes trained with each seed "
-                    "(benchmarks/sanity_seeds.py)",
-            "defaults": {"episodes": EPISODES, "localisation_pairs": LOCALISATION_PAIRS, "pairs": PAIRS,
-                         "deletion_steps": DELETION_STEPS, "seed": SEED, "baseline": "blur"},
-            "seeds": args.seeds, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "runs": runs}
-    text = json.dumps(data, indent=1) + "\n"
-    problem = write_output(args.output, lambda f: f.write(text), "--output")
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    from seeds import run_seeds, seed_parser
+    args = seed_parser(__doc__).parse_args(argv)
+
+    def describe(run):
+        m = run["methods"]["sfam"]
+        return (f"SFAM LocAcc {m['locacc_trained']:.1f} -> {m['locacc_randomised']:.1f} % (contrast map "
+                f"{run['contrast_locacc']:.1f} %); deletion {m['deletion_minus_random']:+.3f}, insertion "
+                f"{m['insertion_minus_random']:+.3f} vs random ({run['seconds']:.0f} s)")
+    runs = run_seeds(args, evaluate_seed, describe,
+                     {"what": "chapter 8's headline measurements on the synthetic recipes trained with each seed "
+                              "(benchmarks/sanity_seeds.py)",
+                      "defaults": {"episodes": EPISODES, "localisation_pairs": LOCALISATION_PAIRS, "pairs": PAIRS,
+                                   "deletion_steps": DELETION_STEPS, "seed": SEED, "baseline": "blur"}})
+    return 0 if runs is not None else 1
 
 
 if __name__ == "__main__":

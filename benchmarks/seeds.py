@@ -51,32 +51,51 @@ def evaluate_seed(kind: str, seed: int, episodes: int) -> dict:
             "train_or_load_seconds": round(trained, 1), "methods": methods}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def seed_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every seed script takes: ``--seeds``, ``--kinds``, ``--output``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--episodes", type=int, default=300, help="FRN test episodes (chapter 7's default)")
     parser.add_argument("--kinds", nargs="+", default=["frn", "gpw"], choices=["frn", "gpw"])
     parser.add_argument("--output", required=True, help="JSON file of the results (written when all are done)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_seeds(args, evaluate, describe, header: dict) -> list[dict] | None:
+    """``evaluate(kind, seed)`` for every kind and seed of ``args``, each run printed with ``describe(run)`` as it
+    ends; then ``{**header, seeds, cpu, torch, runs}`` written to ``args.output`` at once (checked writable before
+    any work). The runs, or None if the file could not be written (the error is printed)."""
     import torch
     from sfam_lite.cli import check_output, write_output
     check_output(args.output, "--output")
     runs = []
     for kind in args.kinds:
         for seed in args.seeds:
-            run = evaluate_seed(kind, seed, args.episodes)
-            runs.append(run)
-            m = run["methods"]
-            print(f"{kind} seed {seed}: model {run['model_accuracy']:.1f} %, {run['samples']} samples; SFAM LocAcc "
-                  f"{m['sfam']['locacc']:.1f} %, mass {m['sfam']['mass']:.1f} %; RAM - SFAM "
-                  f"{m['ram']['locacc_minus_sfam']:+.1f} LocAcc, {m['ram']['mass_minus_sfam']:+.1f} mass", flush=True)
-    data = {"what": "chapter 7's protocol on the synthetic recipes trained with each seed (benchmarks/seeds.py)",
-            "episodes": args.episodes, "seeds": args.seeds, "cpu": platform.processor() or platform.machine(),
+            runs.append(evaluate(kind, seed))
+            print(f"{kind} seed {seed}: {describe(runs[-1])}", flush=True)
+    data = {**header, "seeds": args.seeds, "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "runs": runs}
     text = json.dumps(data, indent=1) + "\n"
     problem = write_output(args.output, lambda f: f.write(text), "--output")
     if problem:
         print(f"error: {problem}", file=sys.stderr)
+        return None
+    return runs
+
+
+def main(argv=None) -> int:
+    parser = seed_parser(__doc__)
+    parser.add_argument("--episodes", type=int, default=300, help="FRN test episodes (chapter 7's default)")
+    args = parser.parse_args(argv)
+
+    def describe(run):
+        m = run["methods"]
+        return (f"model {run['model_accuracy']:.1f} %, {run['samples']} samples; SFAM LocAcc {m['sfam']['locacc']:.1f} %, "
+                f"mass {m['sfam']['mass']:.1f} %; RAM - SFAM {m['ram']['locacc_minus_sfam']:+.1f} LocAcc, "
+                f"{m['ram']['mass_minus_sfam']:+.1f} mass")
+    runs = run_seeds(args, lambda kind, seed: evaluate_seed(kind, seed, args.episodes), describe,
+                     {"what": "chapter 7's protocol on the synthetic recipes trained with each seed "
+                              "(benchmarks/seeds.py)", "episodes": args.episodes})
+    if runs is None:
         return 1
     for kind in args.kinds:
         rows = [r for r in runs if r["kind"] == kind]
