@@ -153,6 +153,36 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
     return "\n".join(lines)
 
 
+def format_html(result: Result, title: str, threshold: float = 0.2) -> str:
+    """One of the paper's tables as an HTML ``<table class="sfam-headline">`` (the chapters and the front page show
+    it): per method the query maps' mean IoU and localisation accuracy at ``threshold`` and their mass in the box
+    (threshold-free), each ± the half-width of its 95 % interval, beside the paper's CUB numbers
+    (:data:`PAPER_CUB`); "—" where a method does not apply. The caption names ``title``, the data (the synthetic
+    benchmark or CUB-200-2011, read from the model's name) and the intervals' units."""
+    import html
+    info = result.info
+    unit = "episodes" if result.groups is not None else "samples"
+    data = "the synthetic benchmark" if "synthetic" in str(info.get("model")) else "CUB-200-2011"
+    mass, rows = result.mass_table(), []
+    for m, s in result.table(threshold).items():
+        ours = ["—", "—", "—"] if s is None else [
+            f"{100 * s['mean_iou']:.1f} ± {100 * s['mean_iou_half']:.1f}",
+            f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_half']:.1f}",
+            "—" if mass.get(m) is None else f"{100 * mass[m]['mean']:.1f} ± {100 * mass[m]['half']:.1f}"]
+        ref = PAPER_CUB[result.kind].get(m, "n/a")
+        paper = ["", ""] if ref == "n/a" else ["—", "—"] if ref is None else [f"{ref[0]:.2f}", f"{ref[1]:.2f}"]
+        label = result.labels.get(m) or METHODS.get(m, m)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in [label, *ours, *paper]) + "</tr>")
+    caption = (f"{title}, on {data} (model {info.get('model')}, {info.get('explained_samples')} explained samples): "
+               f"query maps, threshold {threshold:g} (the mass in the box needs none), 95 % intervals over {unit}. "
+               "The last two columns are the paper's numbers on CUB-200-2011, for comparison only.")
+    head = (f"<tr><th rowspan='2'>method</th><th colspan='3'>this book, {data}</th>"
+            "<th colspan='2'>the paper, CUB-200-2011</th></tr>"
+            "<tr><th>IoU (%)</th><th>LocAcc (%)</th><th>mass in box (%)</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>")
+    return (f"<table class='sfam-headline'><caption>{html.escape(caption)}</caption><thead>{head}</thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
                     info, chunk: int = 4096, box_rule: dict | None = None, box_rules: dict | None = None):
     """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time:

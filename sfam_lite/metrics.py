@@ -70,8 +70,8 @@ def mean_and_interval(values: torch.Tensor) -> tuple[float, float]:
     handful of values Student's t quantile is wider (12.7 instead of 1.96 for n = 2, 2.05 for n = 30).
     Identical values give their value and a half-width of exactly 0 (not a rounding residue of the mean);
     values whose mean or spread exceeds float64's range are refused rather than reported as infinity."""
-    if not isinstance(values, torch.Tensor):   # Python floats are float64: do not round them to float32 first
-        values = torch.as_tensor(values, dtype=torch.float64)
+    if not isinstance(values, torch.Tensor):   # Python floats are float64: do not round them to float32 first;
+        values = torch.as_tensor(np.array(values, dtype=np.float64))   # copied: torch refuses negative strides
     values = as_float_tensor(values, "values").double().flatten()
     if len(values) < 2:
         raise ValueError(f"values holds {len(values)} value(s); a confidence interval needs at least 2.")

@@ -206,3 +206,28 @@ def test_several_box_rules_at_once_equal_one_evaluation_per_rule():
     assert not np.array_equal(together["book"].query["sfam"], together["max/all"].query["sfam"])
     with pytest.raises(ValueError, match="not both"):
         _evaluate_pairs(*args, {}, box_rule={}, box_rules=rules)
+
+
+def test_format_html_rows_match_plain_statistics():
+    from sfam_lite.evaluate import Result, format_html
+    ious = np.array([[0.2, 0.6, 0.7, 0.9]])                    # one threshold, four samples
+    mass = np.array([0.5, 0.6, 0.7, 0.8])
+    result = Result("gpw", (0.2,), {"sfam": ious, "decomposition": None, "left": ious[:, ::-1]},
+                    {"sfam": ious, "decomposition": None, "left": ious}, None,
+                    {"model": "gpw-synthetic", "explained_samples": 4}, np.arange(4),
+                    {"sfam": mass, "decomposition": None, "left": mass}, {"left": "left <half>"})
+    page = format_html(result, "Table 2")
+    rows = page.split("<tbody>")[1].split("</tr>")[:-1]
+    assert len(rows) == 3
+    cells = lambda row: [c.split("</td>")[0] for c in row.split("<td>")[1:]]          # noqa: E731
+    half = lambda x: 1.96 * np.std(x, ddof=1) / np.sqrt(len(x))                        # noqa: E731
+    sfam = cells(rows[0])
+    assert sfam[0] == "SFAM"
+    assert sfam[1] == f"{100 * ious.mean():.1f} ± {100 * half(ious[0]):.1f}"
+    hits = (ious[0] >= 0.5).astype(float)
+    assert sfam[2] == f"{100 * hits.mean():.1f} ± {100 * half(hits):.1f}"
+    assert sfam[3] == f"{100 * mass.mean():.1f} ± {100 * half(mass):.1f}"
+    assert sfam[4:] == ["55.65", "69.08"]                      # the paper's GPW row for SFAM
+    assert cells(rows[1]) == ["Decomposition", "—", "—", "—", "52.91", "58.77"]
+    assert cells(rows[2])[0] == "left &lt;half&gt;" and cells(rows[2])[4:] == ["", ""]
+    assert "the synthetic benchmark" in page and "intervals over samples" in page and "Table 2" in page

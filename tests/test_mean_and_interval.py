@@ -144,3 +144,10 @@ def test_clustered_interval_refuses_bad_input():
         clustered_interval(np.arange(4.0), np.zeros(4))
     with pytest.raises(ValueError, match="NaN|finite"):
         clustered_interval(np.array([0.0, np.nan, 1.0]), np.arange(3))
+
+
+def test_a_reversed_array_is_averaged_like_its_copy():
+    import numpy as np
+    from sfam_lite.metrics import mean_and_interval
+    values = np.array([0.2, 0.6, 0.7, 0.9])
+    assert mean_and_interval(values[::-1]) == mean_and_interval(values[::-1].copy())
