@@ -4,7 +4,7 @@
 * :func:`sfam_map` — the explanation map (Eq. 3 / Eq. 6).
 * :class:`SFAM` — the explainer for any ``nn.Module``, via a forward hook on a target layer.
 * :class:`RAM`, :class:`CGRAM`, :class:`GradFAM`, :class:`Decomposition` — the paper's baselines
-  (:mod:`sfam_lite.baselines`), beside SFAM's own ablations :class:`AllOnes` (every weight 1) and :class:`RawCIS`
+  (:mod:`sfam_lite.baselines`), with :class:`SupportWeightedRAM` (RAM's pair-dependent reading), beside SFAM's own ablations :class:`AllOnes` (every weight 1) and :class:`RawCIS`
   (no Eq. 4); :class:`CentreBoxMap`, :class:`CentredGaussianMap`, :class:`RandomMap` —
   image-independent reference maps (:mod:`sfam_lite.references`).
 * :func:`explain_episode` — an N-way K-shot episode, features computed once per image (:mod:`sfam_lite.episodes`);
@@ -20,16 +20,16 @@
 """
 from . import cis
 from .explainer import SFAM, Explanation, PairContext, PairExplainer, output_similarity
-from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS
+from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS, SupportWeightedRAM
 from .episodes import EpisodeExplanation, explain_episode
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 from .reshape_transforms import vit_tokens_to_grid
 from .maps import minmax_normalize, sfam_map, upsample
 
-__all__ = ["cis", "plotting", "localization", "metrics", "sanity", "SFAM", "RAM", "CGRAM", "GradFAM",
-           "Decomposition", "AllOnes", "RawCIS", "CentreBoxMap", "CentredGaussianMap", "RandomMap", "Explanation",
-           "PairContext", "PairExplainer", "EpisodeExplanation", "explain_episode", "output_similarity",
-           "vit_tokens_to_grid", "sfam_map", "upsample", "minmax_normalize"]
+__all__ = ["cis", "plotting", "localization", "metrics", "sanity", "SFAM", "RAM", "SupportWeightedRAM", "CGRAM",
+           "GradFAM", "Decomposition", "AllOnes", "RawCIS", "CentreBoxMap", "CentredGaussianMap", "RandomMap",
+           "Explanation", "PairContext", "PairExplainer", "EpisodeExplanation", "explain_episode",
+           "output_similarity", "vit_tokens_to_grid", "sfam_map", "upsample", "minmax_normalize"]
 __version__ = "0.1.0"
 
 #: submodules imported on first use (``sfam_lite.sanity.…`` works after ``import sfam_lite``) rather than by
