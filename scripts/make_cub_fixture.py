@@ -17,6 +17,11 @@ moved into place, stray entries discarded, the completion marker written last):
   checkpoint's format (a plain state_dict of FRN's ResNet-12, the 98 keys of the release), here of a randomly
   initialised model (seed 0): the code path of ``frn-cub`` with meaningless numbers.
 
+With ``--scale cub`` the archive has CUB's size instead, for measuring memory and time at the real scale
+(``benchmarks/cub_scale.py``): 200 classes and 11,788 JPEGs (59 per class, 58 in the first 12 classes), most
+about 500 × 375 px, in CUB's mix of landscape, square and portrait shapes, every 23rd one greyscale; about
+0.5 GB, a few minutes to make on 2 cores.
+
 Deterministic: the same archives (same checksums) on every run. An existing fixture is replaced.
 """
 from __future__ import annotations
@@ -29,18 +34,33 @@ import shutil
 import sys
 import tarfile
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLASSES = 20              # FRN's test split (class id % 4 == 3) then has 5 classes: one 5-way episode's worth
-IMAGES_PER_CLASS = 17     # 1 support + 16 queries per class, as the chapters' episodes draw
-SIZE = 96                 # side of the synthetic pictures before they are given CUB-like sizes
-#: (width, height) factors given to the images in turn: CUB's pictures differ in size and aspect ratio
-SHAPES = ((1.0, 1.0), (1.5, 1.125), (1.0, 1.375), (1.25, 0.875), (2.0, 1.5))
 GREY_EVERY = 23           # every 23rd image is a greyscale JPEG, as a few of CUB's are
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How large the stand-in is: ``classes`` × ``images_per_class`` synthetic pictures of side ``size``, given the
+    ``shapes`` (width, height) in turn; the last image of each of the first ``short_classes`` classes is left out."""
+    classes: int
+    images_per_class: int
+    size: int
+    shapes: tuple
+    short_classes: int = 0
+
+
+SCALES = {
+    # FRN's test split (class id % 4 == 3) has 5 classes: one 5-way episode of 1 support and 16 queries per class
+    "small": Scale(20, 17, 96, ((96, 96), (144, 108), (96, 132), (120, 84), (192, 144))),
+    # CUB-200-2011: 11,788 images in 200 classes (41 to 60 each; here 58 or 59), most 500 px on the long side
+    "cub": Scale(200, 59, 128, ((500, 375), (500, 333), (500, 375), (375, 500), (500, 500), (500, 400),
+                                (500, 375), (500, 281), (334, 500), (500, 355)), short_classes=12),
+}
 
 
 def _tar_bytes(top: Path, arcname_of, compress: bool) -> bytes:
@@ -76,30 +96,41 @@ def _install(resource, data: bytes, root: Path) -> Path:
     return folder
 
 
-def cub_archive(work: Path) -> bytes:
-    """``CUB_200_2011.tgz`` in the real archive's layout, from a small synthetic benchmark."""
+def cub_archive(work: Path, scale: Scale = SCALES["small"]) -> bytes:
+    """``CUB_200_2011.tgz`` in the real archive's layout, from a synthetic benchmark of ``scale``."""
     import numpy as np
     from PIL import Image
 
     from data_download.cub import read_metadata
     from data_download.synthetic import generate
 
-    source, _ = generate(work / "synthetic", images_per_class=IMAGES_PER_CLASS, size=SIZE, num_classes=CLASSES,
-                         workers=1, progress=False)
+    source, _ = generate(work / "synthetic", images_per_class=scale.images_per_class, size=scale.size,
+                         num_classes=scale.classes, workers=None if scale.classes > 20 else 1, progress=False)
     tree = work / "archive"
     cub = tree / "CUB_200_2011"
     shutil.copytree(source, cub, ignore=shutil.ignore_patterns(".data_download_complete.json"))
     meta = read_metadata(cub)
-    boxes = []
-    for k, (image_id, rel, box) in enumerate(zip(meta.image_ids.tolist(), meta.paths, meta.boxes)):
-        fx, fy = SHAPES[k % len(SHAPES)]
+    last_of_class = np.r_[meta.class_ids[1:] != meta.class_ids[:-1], True]
+    dropped = last_of_class & (meta.class_ids <= scale.short_classes)
+    tables = {"images": [], "image_class_labels": [], "train_test_split": [], "bounding_boxes": []}
+    for k, (rel, class_id, train, box) in enumerate(zip(meta.paths, meta.class_ids, meta.is_train, meta.boxes)):
+        if dropped[k]:
+            (cub / "images" / rel).unlink()
+            continue
+        image_id = len(tables["images"]) + 1         # CUB's ids run 1..N without gaps
+        w, h = scale.shapes[k % len(scale.shapes)]
         with Image.open(cub / "images" / rel) as im:
-            w, h = round(im.width * fx), round(im.height * fy)
             im = im.convert("L" if image_id % GREY_EVERY == 0 else "RGB").resize((w, h), Image.BICUBIC)
         im.save(cub / "images" / rel, quality=90)
-        sx, sy = w / SIZE, h / SIZE
-        boxes.append(f"{image_id} {box[0] * sx:.1f} {box[1] * sy:.1f} {box[2] * sx:.1f} {box[3] * sy:.1f}")
-    (cub / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+        sx, sy = w / scale.size, h / scale.size
+        tables["images"].append(f"{image_id} {rel}")
+        tables["image_class_labels"].append(f"{image_id} {class_id}")
+        tables["train_test_split"].append(f"{image_id} {int(train)}")
+        tables["bounding_boxes"].append(f"{image_id} {box[0] * sx:.1f} {box[1] * sy:.1f} {box[2] * sx:.1f} "
+                                        f"{box[3] * sy:.1f}")
+    for name, lines in tables.items():
+        (cub / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    meta = read_metadata(cub)
     # the real archive's other contents (not read by the book) and its stray top-level file
     (cub / "README").write_text("CUB-200-2011 stand-in made by scripts/make_cub_fixture.py from synthetic pictures.\n")
     (cub / "parts").mkdir()
@@ -108,7 +139,7 @@ def cub_archive(work: Path) -> bytes:
     (cub / "attributes").mkdir()
     (cub / "attributes" / "certainties.txt").write_text("1 not visible\n")
     (tree / "attributes.txt").write_text("1 has_bill_shape::curved\n")
-    assert np.isin(meta.class_ids, np.arange(1, CLASSES + 1)).all()
+    assert np.isin(meta.class_ids, np.arange(1, scale.classes + 1)).all()
     return _tar_bytes(tree, lambda p: str(p.relative_to(tree)), compress=True)
 
 
@@ -126,8 +157,11 @@ def frn_archive(work: Path) -> bytes:
     return _tar_bytes(work / "weights", lambda p: str(p.relative_to(work / "weights")), compress=False)
 
 
-def make(root: str | Path) -> tuple[Path, Path]:
-    """Write the fixture under ``root``; return ``(data_root, weights_root)`` as the chapters take them."""
+def make(root: str | Path, scale: str = "small") -> tuple[Path, Path]:
+    """Write the fixture of ``scale`` (a key of :data:`SCALES`) under ``root``; return ``(data_root,
+    weights_root)`` as the chapters take them."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; use one of {sorted(SCALES)}.")
     from data_download.resources import CUB200_ARCHIVE, FRN_WEIGHTS
     root = Path(root).resolve()
     data_root, weights_root = root / "cub200", root / "frn"
@@ -135,7 +169,7 @@ def make(root: str | Path) -> tuple[Path, Path]:
         shutil.rmtree(old, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        _install(CUB200_ARCHIVE, cub_archive(Path(tmp)), data_root)
+        _install(CUB200_ARCHIVE, cub_archive(Path(tmp), SCALES[scale]), data_root)
         _install(FRN_WEIGHTS, frn_archive(Path(tmp)), weights_root)
     return data_root, weights_root
 
@@ -143,8 +177,10 @@ def make(root: str | Path) -> tuple[Path, Path]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="folder that receives cub200/ and frn/")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small",
+                        help="small: 340 images for CI (default); cub: CUB's 200 classes and 11,788 images")
     args = parser.parse_args(argv)
-    data_root, weights_root = make(args.root)
+    data_root, weights_root = make(args.root, args.scale)
     print(f"data_root={data_root}\nweights_root={weights_root}")
     return 0
 
