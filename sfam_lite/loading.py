@@ -21,6 +21,44 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return check_device(device)
 
 
+#: What training a CUB model the first time costs, said before it starts. gpw-cub: 3,000 batches of 16 × 5 images
+#: through ResNet-50 at 227 px (zoo.RECIPES); the T4 time is an estimate from that work, not a measurement (the
+#: book's machines have no T4), and a CPU is far slower.
+FIRST_TRAINING = {"gpw-cub": "3,000 batches of 80 images through ResNet-50 at 227 px: roughly 35-50 min on a "
+                             "Colab T4 (an estimate, not measured), many hours on a CPU"}
+
+
+def first_run_note(model_name: str, data_root=None, weights_root=None, cache=None,
+                   overrides: dict | None = None) -> list[str]:
+    """What loading a CUB model (``frn-cub``, ``gpw-cub``) will need or do first, one line each; empty when the
+    data, the weights and the trained model are all in place (and for the synthetic models, made on first use).
+
+    CUB-200-2011 and FRN's weights are not downloaded by the chapters: a missing one is named with the command
+    that gets it, into the folder the chapters read by default (the book's cache, so on Colab with the cache on
+    Google Drive, once for every chapter). A gpw-cub that is not cached yet is trained now, at the cost said."""
+    from data_download.resources import CUB200_ARCHIVE, FRN_WEIGHTS
+    from . import zoo
+    if model_name.endswith("synthetic"):
+        return []
+    lines = []
+    root = Path(data_root) if data_root is not None else zoo.default_data_root(model_name, cache)
+    if not (root / CUB200_ARCHIVE.folder / "images.txt").exists():
+        where = "" if data_root is None else f" --root {root}"
+        lines.append(f"CUB-200-2011 is not in {root}: get it first ({CUB200_ARCHIVE.size / 1e9:.2f} GB) "
+                     f"with `python -m data_download cub200{where}`.")
+    if model_name == "frn-cub":
+        path = zoo.frn_weights_path(weights_root, cache)
+        if not path.exists():
+            where = "" if weights_root is None else f" --root {weights_root}"
+            lines.append(f"FRN's released weights are not in {path.parents[len(Path(zoo.FRN_CUB_CHECKPOINT).parts) - 1]}:"
+                         f" get them first (about {FRN_WEIGHTS.approximate_size.split(',')[0]}) with "
+                         f"`python -m data_download frn-weights{where}`.")
+    elif model_name in FIRST_TRAINING and zoo.cached_checkpoint(model_name, root, cache, **(overrides or {})) is None:
+        lines.append(f"{model_name} is not in the cache ({Path(cache or zoo.cache_dir()) / 'models'}): it is trained "
+                     f"on first use, {FIRST_TRAINING[model_name]}; then every chapter reads it from there.")
+    return lines
+
+
 def load_for(kind: str, model_name: str | None = None, data_root=None, weights_root=None, device: str = "auto",
              cache=None, overrides: dict | None = None, progress: bool = False, validation: bool = True):
     """The model and its test data for the experiments: ``(model, test, val_boxes)``.
@@ -39,6 +77,8 @@ def load_for(kind: str, model_name: str | None = None, data_root=None, weights_r
     if not model_name.startswith(kind):
         raise ValueError(f"model {model_name!r} is not a {kind.upper()} model; use {kind}-synthetic or {kind}-cub.")
     device = str(resolve_device(device))
+    for line in first_run_note(model_name, data_root, weights_root, cache, overrides):
+        print(line)
     model = zoo.load(model_name, data_root=data_root, weights_root=weights_root, progress=progress, device=device,
                      cache=cache, **(overrides or {}))
     root = Path(data_root) if data_root is not None else zoo.default_data_root(model_name, cache)

@@ -362,10 +362,31 @@ def _train_and_save(name, config, dataset, synthetic, path, progress, device):
     return record, model, path, problem
 
 
-def _load_frn_cub(weights_root, device, cache=None):
+def cached_checkpoint(name: str, data_root=None, cache: Path | None = None, **overrides) -> Path | None:
+    """The checkpoint :func:`load` would read for ``name`` (a trainable model) if it is already in the cache, else
+    None (also when the data it is trained on is not there yet): whether loading it will train it first."""
+    from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
+    config = config_for(name, **overrides)
+    root = Path(data_root) if data_root is not None else default_data_root(name, cache)
+    try:
+        dataset = (SyntheticCUB200 if name.endswith("synthetic") else CUB200)(root, split=RECIPES[name].split)
+    except DatasetNotFoundError:
+        return None
+    path = checkpoint_path(name, config, _data_fingerprint(dataset), cache)
+    return path if path.exists() else None
+
+
+def frn_weights_path(weights_root=None, cache: Path | None = None) -> Path:
+    """Where ``frn-cub`` reads FRN's released CUB checkpoint: below ``weights_root``, by default the folder
+    ``python -m data_download frn-weights`` fills."""
     from data_download.resources import DEFAULT_ROOTS
     root = Path(weights_root) if weights_root is not None else Path(cache or cache_dir()) / DEFAULT_ROOTS["frn-weights"]
-    path = root / FRN_CUB_CHECKPOINT
+    return root / FRN_CUB_CHECKPOINT
+
+
+def _load_frn_cub(weights_root, device, cache=None):
+    path = frn_weights_path(weights_root, cache)
+    root = path.parents[len(Path(FRN_CUB_CHECKPOINT).parts) - 1]
     if not path.exists():
         raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "
                                 f"`python -m data_download frn-weights --root {root}`.")

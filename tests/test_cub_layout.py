@@ -45,8 +45,8 @@ def test_data_is_installed_as_the_cub200_command_installs_the_real_archive(fixtu
         "the archive and its stray top-level file are removed, as for the real archive"
     assert (folder / "parts" / "parts.txt").is_file() and (folder / "README").is_file()
     data = CUB200(data_root)
-    assert (len(data), data.num_classes) == (make_cub_fixture.CLASSES * make_cub_fixture.IMAGES_PER_CLASS,
-                                             make_cub_fixture.CLASSES)
+    small = make_cub_fixture.SCALES["small"]
+    assert (len(data), data.num_classes) == (small.classes * small.images_per_class, small.classes)
     # real CUB's irregularities: several sizes and aspect ratios, greyscale files, boxes in each image's pixels
     sizes, modes = set(), set()
     for k in range(len(data)):
@@ -81,6 +81,32 @@ def test_frn_weights_are_in_the_release_format_and_load_as_frn_cub(fixture_roots
     model = zoo.load("frn-cub", weights_root=weights_root)
     assert model.meta["name"] == "frn-cub" and model.channels == 640
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_first_run_note_names_what_is_missing_and_is_silent_when_all_is_there(fixture_roots, tmp_path, capsys):
+    """What a CUB chapter says before it starts: the download commands for missing data (with --root only where the
+    reader gave a folder), the training a gpw-cub not yet cached costs, and nothing once everything is in place."""
+    from sfam_lite.loading import first_run_note, load_for
+    data_root, weights_root = fixture_roots
+    empty = tmp_path / "cache"
+    missing = first_run_note("frn-cub", cache=empty)
+    assert len(missing) == 2 and str(empty / "data" / "cub200") in missing[0]
+    assert missing[0].endswith("`python -m data_download cub200`.") and "1.15 GB" in missing[0]
+    assert missing[1].endswith("`python -m data_download frn-weights`.") and str(empty / "data" / "frn") in missing[1]
+    given = first_run_note("frn-cub", tmp_path / "cub", tmp_path / "frn", cache=empty)
+    assert f"cub200 --root {tmp_path / 'cub'}`" in given[0] and f"frn-weights --root {tmp_path / 'frn'}`" in given[1]
+    assert first_run_note("frn-cub", data_root, weights_root, cache=empty) == []
+    assert first_run_note("gpw-synthetic", cache=empty) == [] == first_run_note("frn-synthetic", cache=empty)
+    tiny = smoke("06_explaining_gpw")["gpw_overrides"]
+    [training] = first_run_note("gpw-cub", data_root, cache=empty, overrides=tiny)
+    assert "trained on first use" in training and "T4" in training and str(empty / "models") in training
+    assert zoo.cached_checkpoint("gpw-cub", data_root, empty, **tiny) is None
+    model = zoo.load("gpw-cub", data_root=data_root, cache=empty, progress=False, **tiny)
+    assert zoo.cached_checkpoint("gpw-cub", data_root, empty, **tiny) == Path(model.meta["checkpoint"])
+    assert first_run_note("gpw-cub", data_root, cache=empty, overrides=tiny) == []
+    with pytest.raises(FileNotFoundError):           # the chapter says what to get, then fails on the missing file
+        load_for("frn", "frn-cub", data_root, tmp_path / "no_weights", device="cpu", cache=empty)
+    assert f"frn-weights --root {tmp_path / 'no_weights'}`" in capsys.readouterr().out
 
 
 def smoke(name: str) -> dict:
