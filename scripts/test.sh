@@ -13,7 +13,7 @@ SFAM_NEEDS_BROWSER=1 source "$HERE/setup_env.sh"
 stage "unit tests"
 python -m pytest tests -q
 
-stage "making stand-ins for CUB's archive and FRN's weights (_build/cub_fixture; chapters 5-7's papermill run reads them)"
+stage "making stand-ins for CUB's archive and FRN's weights (_build/cub_fixture; the papermill run of chapters 4-10 reads them)"
 python scripts/make_cub_fixture.py _build/cub_fixture
 
 stage "training the book's two models on the synthetic benchmark, both at once (the chapters load them from the cache)"

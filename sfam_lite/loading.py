@@ -21,11 +21,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return check_device(device)
 
 
-#: What training a CUB model the first time costs, said before it starts. gpw-cub: 3,000 batches of 16 × 5 images
-#: through ResNet-50 at 227 px (zoo.RECIPES); the T4 time is an estimate from that work, not a measurement (the
-#: book's machines have no T4), and a CPU is far slower.
-FIRST_TRAINING = {"gpw-cub": "3,000 batches of 80 images through ResNet-50 at 227 px: roughly 35-50 min on a "
-                             "Colab T4 (an estimate, not measured), many hours on a CPU"}
+#: What training a CUB model with its recipe's configuration costs on the reader's GPU, said before it starts: an
+#: estimate from the work (gpw-cub: 3,000 batches of 16 × 5 images through ResNet-50 at 227 px), not a measurement
+#: (the book's machines have no T4).
+FIRST_TRAINING_TIME = {"gpw-cub": "roughly 35-50 min on a Colab T4 (an estimate, not measured), many hours on a CPU"}
 
 
 def first_run_note(model_name: str, data_root=None, weights_root=None, cache=None,
@@ -53,9 +52,12 @@ def first_run_note(model_name: str, data_root=None, weights_root=None, cache=Non
             lines.append(f"FRN's released weights are not in {path.parents[len(Path(zoo.FRN_CUB_CHECKPOINT).parts) - 1]}:"
                          f" get them first (about {FRN_WEIGHTS.approximate_size.split(',')[0]}) with "
                          f"`python -m data_download frn-weights{where}`.")
-    elif model_name in FIRST_TRAINING and zoo.cached_checkpoint(model_name, root, cache, **(overrides or {})) is None:
+    elif model_name in zoo.RECIPES and zoo.cached_checkpoint(model_name, root, cache, **(overrides or {})) is None:
+        c = zoo.config_for(model_name, **(overrides or {}))
+        cost = "" if overrides else f": {FIRST_TRAINING_TIME[model_name]}" if model_name in FIRST_TRAINING_TIME else ""
         lines.append(f"{model_name} is not in the cache ({Path(cache or zoo.cache_dir()) / 'models'}): it is trained "
-                     f"on first use, {FIRST_TRAINING[model_name]}; then every chapter reads it from there.")
+                     f"on first use, {c.batches:,} batches of {c.classes_per_batch * c.instances} images through "
+                     f"{c.arch} at {c.image_size} px{cost}; then every chapter reads it from there.")
     return lines
 
 

@@ -1,5 +1,5 @@
 """The chapters' CUB branch, exercised without CUB: the stand-in downloads of ``scripts/make_cub_fixture.py`` and
-the wiring that makes CI's papermill pass run chapters 5-7 on them (``.ci/smoke/0[5-7]*.yml``: ``frn-cub`` from a
+the wiring that makes CI's papermill pass run chapters 4-7 on them (``.ci/smoke/0[4-7]*.yml``: ``frn-cub`` from a
 checkpoint in FRN's release format, ``gpw-cub`` made tiny, ``data_root`` a folder installed like CUB's archive).
 The chapters themselves run in that pass of ``scripts/test.sh``; this checks what it relies on (about 10 s)."""
 from __future__ import annotations
@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_cub_fixture  # noqa: E402
 
 FIXTURE = ROOT / "_build" / "cub_fixture"      # where scripts/test.sh writes it
-SMOKE = {name: ROOT / ".ci" / "smoke" / f"{name}.yml" for name in ("05_explaining_frn", "06_explaining_gpw",
-                                                                   "07_localisation")}
+SMOKE = {name: ROOT / ".ci" / "smoke" / f"{name}.yml" for name in ("04_metric_learners", "05_explaining_frn",
+                                                                   "06_explaining_gpw", "07_localisation")}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,10 @@ def test_first_run_note_names_what_is_missing_and_is_silent_when_all_is_there(fi
     assert first_run_note("gpw-synthetic", cache=empty) == [] == first_run_note("frn-synthetic", cache=empty)
     tiny = smoke("06_explaining_gpw")["gpw_overrides"]
     [training] = first_run_note("gpw-cub", data_root, cache=empty, overrides=tiny)
-    assert "trained on first use" in training and "T4" in training and str(empty / "models") in training
+    assert "trained on first use, 2 batches of 8 images through resnet10 at 96 px;" in training
+    assert str(empty / "models") in training and "T4" not in training      # the T4 estimate is the recipe's only
+    [_, recipe] = first_run_note("gpw-cub", cache=empty)
+    assert "3,000 batches of 80 images through resnet50 at 227 px: roughly 35-50 min on a Colab T4" in recipe
     assert zoo.cached_checkpoint("gpw-cub", data_root, empty, **tiny) is None
     model = zoo.load("gpw-cub", data_root=data_root, cache=empty, progress=False, **tiny)
     assert zoo.cached_checkpoint("gpw-cub", data_root, empty, **tiny) == Path(model.meta["checkpoint"])
@@ -113,20 +116,21 @@ def smoke(name: str) -> dict:
     return yaml.safe_load(SMOKE[name].read_text())
 
 
-def test_ci_papermill_pass_runs_chapters_5_to_7_on_the_cub_branch():
-    frn, gpw, loc = (smoke(n) for n in SMOKE)
+def test_ci_papermill_pass_runs_chapters_4_to_7_on_the_cub_branch():
+    models, frn, gpw, loc = (smoke(n) for n in SMOKE)
     notebooks = ROOT / "notebooks"           # papermill runs the chapters there (--cwd notebooks)
     data_root, weights_root = FIXTURE / "cub200", FIXTURE / "frn"
-    for params in (frn, gpw, loc):
+    for params in (models, frn, gpw, loc):
         assert (notebooks / params["data_root"]).resolve() == data_root
-    for params in (frn, loc):
+    for params in (models, frn, loc):
         assert params["frn_model"] == "frn-cub" and (notebooks / params["weights_root"]).resolve() == weights_root
-    for params in (gpw, loc):
+    for params in (models, gpw, loc):
         assert params["gpw_model"] == "gpw-cub"
         config = zoo.config_for("gpw-cub", **params["gpw_overrides"])    # every override is a real field
         assert config.weights is None, "ImageNet weights would be downloaded"
         assert (config.freeze_bn, config.last_stride) == ("stats", 2), "the paper's GPW configuration, only smaller"
-    assert gpw["gpw_overrides"] == loc["gpw_overrides"], "chapter 7 reuses the model chapter 6 trained and cached"
+    assert gpw["gpw_overrides"] == loc["gpw_overrides"] == models["gpw_overrides"], \
+        "chapters 4-7 share one tiny gpw-cub, trained once and cached"
 
 
 def test_ci_makes_the_fixture_before_the_papermill_pass():
