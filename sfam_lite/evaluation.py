@@ -102,14 +102,23 @@ def eval_set(dataset, transform, progress: bool = False) -> EvalSet:
     return EvalSet(images if normalise is None else NormalisedImages(images, normalise), labels, boxes)
 
 
+def images_per_batch(size: tuple[int, int], at_96: int = 250) -> int:
+    """:func:`forward_with_features`' default batch for images of ``size``: ``at_96`` images of 96 × 96 px or
+    smaller, and the same number of pixels for larger ones (227 px: 44 images)."""
+    return max(1, min(at_96, at_96 * 96 * 96 // (size[0] * size[1])))
+
+
 @torch.no_grad()
-def forward_with_features(model, layer, images: torch.Tensor, batch: int = 250):
+def forward_with_features(model, layer, images: torch.Tensor, batch: int | None = None):
     """Run ``model`` on ``images`` in batches, in eval mode (:func:`sfam_lite.explainer.eval_mode`: a model in train
     mode would update its BatchNorm statistics and make each image's features depend on its batch; every module's
     mode is given back afterwards); return its outputs and ``layer``'s feature maps, one row per image.
 
-    ``images`` is a tensor or :class:`NormalisedImages` (read one batch at a time, on its own device)."""
+    ``images`` is a tensor or :class:`NormalisedImages` (read one batch at a time, on its own device). ``batch``
+    images run at a time: by default 250 up to 96 px and fewer above (:func:`images_per_batch`: a ResNet-50's
+    activations for 250 images at 227 px take several GB)."""
     from .explainer import FeatureCapture, eval_mode
+    batch = batch or images_per_batch(tuple(images.shape[-2:]))
     capture = FeatureCapture(layer)
     n = len(images)
     outputs = maps = None
@@ -187,15 +196,31 @@ def decisions(model, outputs: torch.Tensor, labels, episodes: int = 1000, way: i
                     "expected 'few-shot' or 'retrieval'.")
 
 
+#: Memory one batched episode solve may take: FRN's full-width ResNet-12 (d = 640) needs about 64 MB per 5-way
+#: episode with 16 queries per class, so the 50 episodes once solved together held 3.2 GB (benchmarks/README.md).
+EPISODE_SOLVE_BYTES = 2**29
+
+
+def episodes_per_solve(d: int, r: int, way: int = 5, shot: int = 1, query: int = 16, element_size: int = 4,
+                       budget: int = EPISODE_SOLVE_BYTES) -> int:
+    """How many episodes :func:`few_shot_decisions` solves at once: each holds about three ``(way, way·query·r, d)``
+    reconstructions and four ``(way, d, d)`` Gram-sized matrices (:func:`sfam_lite.models.frn.reconstruction_distance`)."""
+    per_episode = element_size * way * (3 * way * query * r * d + 4 * d * d + shot * r * d)
+    return max(1, min(50, budget // per_episode))
+
+
 @torch.no_grad()
 def few_shot_decisions(model, features: torch.Tensor, labels, episodes: int = 1000, way: int = 5, shot: int = 1,
-                       query: int = 16, seed: int = 0, chunk: int = 50) -> Decisions:
+                       query: int = 16, seed: int = 0, chunk: int | None = None) -> Decisions:
     """FRN-style episodes on position features ``(n, r, d)``, scored with ``model.head``.
 
     Episodes come from :class:`sfam_lite.sampling.EpisodeSampler` (the sampler training uses) and are scored
-    ``chunk`` at a time as one batched solve. Rows are in episode order (``episodes · way · query``); the supports
-    are each class's first support image."""
+    ``chunk`` at a time as one batched solve; by default as many as fit in :data:`EPISODE_SOLVE_BYTES` (each
+    episode's logits are the same whatever the chunk). Rows are in episode order (``episodes · way · query``);
+    the supports are each class's first support image."""
     from .sampling import EpisodeSampler
+    if chunk is None:
+        chunk = episodes_per_solve(features.shape[-1], features.shape[-2], way, shot, query, features.element_size())
     sampler = EpisodeSampler(list(map(int, labels)), way, shot, query, episodes, seed)
     index = torch.tensor([sampler.episode(i) for i in range(episodes)]).reshape(episodes, way, shot + query)
     target = torch.arange(way).repeat_interleave(query)

@@ -156,3 +156,21 @@ def test_forward_with_features_reads_uint8_images_batch_by_batch(tmp_path):
         assert torch.allclose(out, model(ref), atol=1e-6) and torch.allclose(maps, torch.relu(model[0](ref)), atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
         forward_with_features(model, model[1], ref[:0])
+
+
+def test_few_shot_decisions_do_not_depend_on_how_many_episodes_are_solved_at_once():
+    """The default chunk keeps FRN's full-width solve within its memory budget (it held 3.2 GB at 50 episodes), and
+    every decision equals the one made episode by episode."""
+    from sfam_lite.evaluation import EPISODE_SOLVE_BYTES, episodes_per_solve, few_shot_decisions
+    from sfam_lite.models import FRN
+    torch.manual_seed(0)
+    model = FRN(width=0.25).eval()
+    labels = torch.arange(10).repeat_interleave(20)
+    features = torch.rand(len(labels), 25, 160) / 5
+    by_default = few_shot_decisions(model, features, labels, episodes=30)
+    one_at_a_time = few_shot_decisions(model, features, labels, episodes=30, chunk=1)
+    assert torch.equal(by_default.chosen_support, one_at_a_time.chosen_support)
+    assert torch.equal(by_default.correct, one_at_a_time.correct)
+    full_width = episodes_per_solve(640, 25)
+    assert 1 <= full_width < 50 and full_width * 5 * 3 * 80 * 25 * 640 * 4 <= EPISODE_SOLVE_BYTES
+    assert episodes_per_solve(8, 4) == 50 and episodes_per_solve(10**4, 25) == 1
