@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gpw-batches", type=int, default=2, help="gpw-cub's training batches (memory only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", default=None, help="SFAM_BOOK_CACHE for the runs (default: ROOT/cache)")
-    parser.add_argument("--output", help="JSON file that receives the results (rewritten after every chapter)")
+    parser.add_argument("--output", help="JSON file that receives the results (rewritten after every chapter; the "
+                                         "rows of chapters not run now are kept)")
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
     data_root, weights_root = root / "cub200", root / "frn"
@@ -151,10 +152,15 @@ def main(argv=None) -> int:
                "date": time.strftime("%Y-%m-%d")}
     params = parameters(data_root, weights_root, args.gpw_batches, args.device)
     results = {"machine": machine, "parameters": params, "chapters": []}
+    if args.output and Path(args.output).exists():      # keep the other chapters' rows of an earlier run
+        results["chapters"] = json.loads(Path(args.output).read_text())["chapters"]
     print(json.dumps(machine))
     for chapter in args.chapters:
         row = run_chapter(chapter, params, root / "executed", env)
-        results["chapters"].append(row)
+        row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip()
+        results["chapters"] = sorted([r for r in results["chapters"] if r["chapter"] != row["chapter"]] + [row],
+                                     key=lambda r: r["chapter"])
         print(json.dumps(row), flush=True)
         if args.output:
             tmp = Path(args.output).with_suffix(".tmp")
