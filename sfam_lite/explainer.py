@@ -22,7 +22,7 @@ compared; :func:`sfam_lite.explain_episode` explains an N-way K-shot episode.
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import torch
@@ -90,6 +90,11 @@ class Explanation:
 
 def _index(value, index):
     return value[index] if isinstance(value, torch.Tensor) else value
+
+
+def _concatenate(values: list):
+    """One field of several explanations, joined along the pairs: tensors concatenated, anything else the first's."""
+    return torch.cat(values) if isinstance(values[0], torch.Tensor) else values[0]
 
 
 @dataclass
@@ -570,6 +575,31 @@ class PairExplainer:
             e_q, e_s = self._model_embedding(returned_q), self._model_embedding(returned_s)
             model_similarity = self._model_similarity(e_q, e_s, b, k)
         return self._explain(a_q, a_s, size, grad_q, grad_s, target_values=values, model_similarity=model_similarity)
+
+    def explain_pairs(self, features: torch.Tensor, queries, supports, size: tuple[int, int] | None = None,
+                      head: Callable | None = None, batch: int = 500) -> Explanation:
+        """:meth:`explain_features` for the pairs ``(features[queries[i]], features[supports[i]])`` of one table of
+        cached feature maps ``features`` ``(n, N, h, w)`` (one row per image, e.g. from
+        :func:`sfam_lite.evaluation.forward_with_features`), ``batch`` pairs at a time.
+
+        ``supports`` is ``(B,)`` (one support image per query) or ``(B, K)`` (K shots of its class). Memory stays that
+        of ``batch`` pairs however many are explained: the returned explanation concatenates every field over the
+        batches except ``query_features`` and ``support_features``, which are None (gathered per pair they would
+        copy the features again: index ``features`` with ``queries`` and ``supports`` instead). Each pair's maps
+        and weights are the ones :meth:`explain_features` gives it alone."""
+        queries, supports = torch.as_tensor(queries), torch.as_tensor(supports)
+        if queries.dim() != 1 or supports.dim() not in (1, 2) or len(supports) != len(queries):
+            raise ValueError(f"queries must be (B,) and supports (B,) or (B, K) image indices of the same B; got "
+                             f"{tuple(queries.shape)} and {tuple(supports.shape)}.")
+        if len(queries) == 0:
+            raise ValueError("no pairs to explain: queries is empty.")
+        shots = supports if supports.dim() == 2 else supports[:, None]
+        parts = []
+        for i in range(0, len(queries), batch):
+            out = self.explain_features(features[queries[i:i + batch]], features[shots[i:i + batch]], size=size,
+                                        head=head)
+            parts.append(replace(out, query_features=None, support_features=None))
+        return Explanation(**{f.name: _concatenate([getattr(p, f.name) for p in parts]) for f in fields(Explanation)})
 
     def _explain(self, a_q, a_s, size, grad_q=None, grad_s=None, target_values=None,
                  model_similarity=None, images=(None, None)) -> Explanation:

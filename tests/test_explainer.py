@@ -209,3 +209,32 @@ def test_half_precision_features_give_a_finite_float32_distance():
     out = SFAM(None).explain_features(a_q, a_s)
     assert torch.isfinite(out.squared_distance).all() and out.squared_distance.dtype == torch.float32
     assert out.squared_distance.item() == pytest.approx(300 * 80.0 ** 2)
+
+
+@pytest.mark.parametrize("method", ["SFAM", "RAM", "CGRAM", "GradFAM"])
+def test_explain_pairs_equals_each_pair_explained_from_its_gathered_features(method):
+    """Batched over pairs of one feature table, in batches that do not divide the pairs, with one and with K
+    supports: every field equals what explain_features gives the gathered features of all pairs at once, and the
+    per-pair feature copies are not kept."""
+    import sfam_lite
+    torch.manual_seed(0)
+    features = torch.rand(12, 6, 4, 4)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    kwargs = {"head": head} if method in ("CGRAM", "GradFAM") else {}
+    explainer = getattr(sfam_lite, method)(None, **kwargs)
+    queries = torch.tensor([0, 3, 5, 7, 11, 2, 9])
+    for supports in (torch.tensor([1, 2, 4, 6, 10, 3, 8]), torch.tensor([[1, 4], [2, 6], [4, 1], [6, 8], [10, 0],
+                                                                         [3, 5], [8, 2]])):
+        shots = supports if supports.dim() == 2 else supports[:, None]
+        whole = explainer.explain_features(features[queries], features[shots], size=(8, 8))
+        pairs = explainer.explain_pairs(features, queries, supports, size=(8, 8), batch=3)
+        assert pairs.query_features is None and pairs.support_features is None
+        for name in ("query_maps", "support_maps", "weights", "support_weights", "scores", "query_vectors",
+                     "support_vectors", "explained_similarity"):
+            a, b = getattr(whole, name), getattr(pairs, name)
+            assert (a is None and b is None) or torch.allclose(a, b, atol=1e-6, rtol=1e-5), name
+        assert pairs.explains == whole.explains and pairs.query_maps.shape == (7, 8, 8)
+    with pytest.raises(ValueError, match="same B"):
+        explainer.explain_pairs(features, queries, queries[:3])
+    with pytest.raises(ValueError, match="empty"):
+        explainer.explain_pairs(features, queries[:0], queries[:0])
