@@ -64,15 +64,15 @@ def _gpu_used() -> int | None:
 
 
 def _peak_per_cell(executed: Path, timeline: list) -> list:
-    """``[[cell index, seconds, peak GiB], ...]`` of the executed notebook's code cells that held 1 GiB or more
-    (papermill's start and end times per cell against the sampled resident sizes)."""
+    """``[[the cell's first line of code, seconds, peak GiB], ...]`` of the executed notebook's code cells that held
+    1 GiB or more (papermill's start and end times per cell against the sampled resident sizes)."""
     from datetime import datetime
     try:
         cells = json.loads(executed.read_text())["cells"]
     except (OSError, ValueError, KeyError):
         return []
     rows = []
-    for k, cell in enumerate(cells):
+    for cell in cells:
         meta = cell.get("metadata", {}).get("papermill", {})
         if cell.get("cell_type") != "code" or not meta.get("start_time") or not meta.get("end_time"):
             continue
@@ -80,7 +80,9 @@ def _peak_per_cell(executed: Path, timeline: list) -> list:
                       for key in ("start_time", "end_time"))
         held = [rss for t, rss in timeline if start - 0.2 <= t <= end + 0.2]
         if held and max(held) >= 2**30:
-            rows.append([k, round(end - start, 1), round(max(held) / 2**30, 2)])
+            first = next((line.strip() for line in "".join(cell["source"]).splitlines()
+                          if line.strip() and not line.lstrip().startswith("#")), "")
+            rows.append([first[:60], round(end - start, 1), round(max(held) / 2**30, 2)])
     return rows
 
 
@@ -129,8 +131,27 @@ def run_chapter(chapter: str, params: dict, out_dir: Path, env: dict) -> dict:
     return result
 
 
+def summarize(path: str) -> str:
+    """The Markdown table of a results file: one row per chapter."""
+    results = json.loads(Path(path).read_text())
+    m = results["machine"]
+    lines = [f"Measured {m['date']} on {m['cpus']} CPU cores" + (f" and an {m['gpu']}" if m["gpu"] else "") +
+             f" (torch {m['torch']}).", "",
+             "| chapter | peak resident memory | wall time | cells that held most | peak GPU memory | commit |",
+             "|---|---|---|---|---|---|"]
+    for r in results["chapters"]:
+        cells = sorted(r.get("cells", []), key=lambda c: -c[2])[:2]
+        held = "; ".join(f"`{line}` {gib:.1f} GiB" for line, _, gib in cells) or "none above 1 GiB"
+        gpu = "—" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.1f} GiB"
+        status = "" if r["ok"] else " (failed: " + r.get("error", "")[:80] + ")"
+        lines.append(f"| {r['chapter']}{status} | {r['peak_rss_gib']:.1f} GiB | {r['wall_s'] / 60:.1f} min | {held} "
+                     f"| {gpu} | {r.get('commit', '?')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summarize", metavar="JSON", help="print the Markdown table of a results file and stop")
     parser.add_argument("--root", default=str(ROOT / "_build" / "cub_scale"),
                         help="the stand-in's folder (scripts/make_cub_fixture.py --scale cub ROOT)")
     parser.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
@@ -140,6 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="JSON file that receives the results (rewritten after every chapter; the "
                                          "rows of chapters not run now are kept)")
     args = parser.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
     root = Path(args.root).resolve()
     data_root, weights_root = root / "cub200", root / "frn"
     if not (data_root / "CUB_200_2011").is_dir():
