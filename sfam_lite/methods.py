@@ -17,7 +17,9 @@ from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS, Supp
 from .explainer import SFAM
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
 
-#: the attributes a model provides to be explained by every method (see :class:`sfam_lite.models.FRN`)
+#: the attributes a model provides to be explained by every method (see :class:`sfam_lite.models.FRN`); one more is
+#: optional: ``pair_score(query_output, support_output)``, the model's own score of a pair when it is not the cosine
+#: of its outputs (FRN's logit), read by the "CG-RAM (score)" variant, which is "—" for a model without it
 INTERFACE = ("task", "metric", "target_stage", "stages", "head_after", "projection_after")
 
 
