@@ -231,3 +231,27 @@ def test_format_html_rows_match_plain_statistics():
     assert cells(rows[1]) == ["Decomposition", "—", "—", "—", "52.91", "58.77"]
     assert cells(rows[2])[0] == "left &lt;half&gt;" and cells(rows[2])[4:] == ["", ""]
     assert "the synthetic benchmark" in page and "intervals over samples" in page and "Table 2" in page
+
+
+def test_pairs_gathered_in_chunks_of_a_memory_budget_score_as_all_at_once(monkeypatch):
+    """The default chunk follows GATHER_BYTES (gpw-cub's 0.5 MB feature maps: about 500 pairs a chunk, not all
+    ~3,800 of CUB's correct retrievals gathered at once); every score is the same as with one chunk for all."""
+    import sfam_lite.evaluate as evaluate
+    g = torch.Generator().manual_seed(3)
+    size = 16
+    maps = torch.rand(9, 3, size, size, generator=g) ** 3
+    boxes = torch.tensor([[2.0, 3.0, 9.0, 8.0]]).repeat(9, 1)
+    q_idx, s_idx = torch.tensor([0, 1, 2, 3, 4, 5, 6, 8]), torch.tensor([1, 2, 3, 4, 5, 6, 7, 0])
+    setup = ModelSetup("gpw", "cosine", None, None, None)
+    args = (setup, maps, boxes, q_idx, s_idx, None, ("sfam", "ram", "random"), (0.2,), ((8.0, 6.0), 0.25), 0,
+            (size, size), False, {})
+    whole = _evaluate_pairs(*args, chunk=100)
+    per_map = maps[0].numel() * maps.element_size()
+    monkeypatch.setattr(evaluate, "GATHER_BYTES", 3 * 2 * per_map)          # three pairs a chunk
+    gathered, score = [], evaluate._scores_per_rule
+    monkeypatch.setattr(evaluate, "_scores_per_rule", lambda e, q, *rest: gathered.append(len(q)) or score(e, q, *rest))
+    chunked = evaluate._evaluate_pairs(*args)
+    assert max(gathered) == 3 and sum(gathered) == 3 * len(q_idx)           # 3 methods, 8 pairs in chunks of 3
+    for m in ("sfam", "ram", "random"):
+        np.testing.assert_array_equal(chunked.query[m], whole.query[m])
+        np.testing.assert_array_equal(chunked.mass[m], whole.mass[m])
