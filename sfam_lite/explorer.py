@@ -43,6 +43,7 @@ from .evaluation import decisions
 from .explainer import FeatureCapture, eval_mode
 from .localization import boxes_from_maps, iou, kept_mask, mask_boxes
 from .maps import minmax_normalize
+from .slider import shared_palette
 
 __all__ = ["LAYERS", "Gallery", "State", "View", "Explorer", "ExplorerWidget", "capture_layers", "candidate_layers",
            "head_after", "quantize", "render_panel", "threshold_frames", "threshold_mask", "draw_view"]
@@ -429,15 +430,17 @@ def _row(panels, gap: int = 2) -> tuple[np.ndarray, list[int]]:
     return np.concatenate(out, axis=1), offsets
 
 
-def quantize(frame: np.ndarray, colors: int) -> np.ndarray:
+def quantize(frame: np.ndarray, colors: int, palette=None) -> np.ndarray:
     """``frame`` with at most ``colors`` colours (PIL's median cut, no dithering: the same frame gives the same
-    pixels), back as an RGB uint8 array."""
+    pixels), back as an RGB uint8 array; with ``palette`` (:func:`sfam_lite.slider.shared_palette`), the nearest
+    colours of that palette instead of the frame's own."""
     from PIL import Image
     colors = check_int(colors, "colors", 2)
     if colors > 256:
         raise ValueError(f"colors must be at most 256 (one palette), got {colors}.")
-    image = Image.fromarray(frame, "RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
-                                                   dither=Image.Dither.NONE)
+    image = Image.fromarray(frame, "RGB")
+    image = (image.quantize(palette=palette, dither=Image.Dither.NONE) if palette is not None else
+             image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
     return np.asarray(image.convert("RGB"))
 
 
@@ -447,9 +450,10 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
     query image with its true box, then each method's query map for ``state``'s pair with its kept pixels
     (the rest dimmed), the true box (white) and the predicted box (magenta); the read-out lists each method's IoU.
     Methods not defined for the model show the dimmed image and "—". The model does not run: the maps are the
-    explorer's, computed once per method. ``colors``: the pictures are reduced to that many colours (:func:`quantize`)
-    before the boxes are drawn in their exact colours, so a frame has at most ``colors + 2`` colours and is stored
-    losslessly with a palette; None keeps every colour."""
+    explorer's, computed once per method. ``colors``: the pictures are reduced to one palette of that many colours
+    shared by every frame (:func:`quantize`, :func:`sfam_lite.slider.shared_palette`: the query panel looks the same
+    at every threshold) before the boxes are drawn in their exact colours, so a frame has at most ``colors + 2``
+    colours and is stored losslessly with a palette; None keeps every colour."""
     methods = [check_choice(m, "method", explorer.methods(state.model)) for m in methods]
     if not methods:
         raise ValueError("methods is empty; give at least one method, e.g. ['sfam'].")
@@ -471,15 +475,18 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
             boxes.append([(v.true_box, TRUE_BOX), (v.query_box, PRED_BOX)])
             parts.append(f"{METHODS[m]} {v.iou:.2f}")
         frame, offsets = _row(panels)
-        if colors is not None:
-            frame = quantize(frame, colors)
-        frame = frame.copy()
-        for x, panel, panel_boxes in zip(offsets, panels, boxes):
-            for box, color in panel_boxes:
-                _draw_box_pixels(frame[:, x:x + panel.shape[1]], box, color, scale)
-        frames.append(frame)
+        frames.append((frame, [(x, panel.shape[1], panel_boxes) for x, panel, panel_boxes in zip(offsets, panels, boxes)]))
         readouts.append(f"threshold {float(t):.2f} — IoU " + " · ".join(parts))
-    return frames, readouts
+    # one palette for every threshold, so that what does not change (the query panel) keeps its colours
+    palette = shared_palette([frame for frame, _ in frames], colors) if colors is not None else None
+    out = []
+    for frame, boxes_at in frames:
+        frame = (quantize(frame, colors, palette) if palette is not None else frame).copy()
+        for x, width, panel_boxes in boxes_at:
+            for box, color in panel_boxes:
+                _draw_box_pixels(frame[:, x:x + width], box, color, scale)
+        out.append(frame)
+    return out, readouts
 
 
 def draw_view(view: View, mean=None, std=None, figure=None):

@@ -109,13 +109,24 @@ def _as_rgb_array(frame, index: int) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def encode_png(pixels: np.ndarray, colors: int | None = None) -> bytes:
+def shared_palette(frames: list[np.ndarray], colors: int):
+    """One palette of at most ``colors`` colours for all of ``frames`` (uint8 ``(H, W, 3)`` arrays): PIL's median cut
+    on the frames stacked into one image, so that a pixel that is the same in every frame gets the same colour in
+    every frame (a slider's unchanged panels do not flicker as it moves). A ``"P"`` image to give to
+    :func:`encode_png`."""
+    from PIL import Image
+    rgb = [f for f in frames if f.ndim == 3 and f.shape[2] == 3]
+    stacked = Image.fromarray(np.concatenate([f.reshape(-1, 1, 3) for f in rgb]), "RGB")
+    return stacked.quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
+def encode_png(pixels: np.ndarray, colors: int | None = None, palette=None) -> bytes:
     """PNG bytes of a uint8 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)`` array, as small as PIL makes them.
 
     ``colors=None`` is lossless: a frame with at most 256 distinct colours is stored with an exact palette
     (1 byte per pixel), any other frame as RGB(A). ``colors=n`` (2..256) reduces the frame to at most ``n``
     colours (PIL's median cut, no dithering: deterministic), which is lossy but much smaller for photographs
-    under a heat map."""
+    under a heat map. ``palette`` (from :func:`shared_palette`) reduces to that palette instead of the frame's own."""
     from PIL import Image
     if colors is not None:
         if isinstance(colors, bool) or not isinstance(colors, numbers.Integral) or not 2 <= colors <= 256:
@@ -133,7 +144,9 @@ def encode_png(pixels: np.ndarray, colors: int | None = None) -> bytes:
             image.putpalette(palette.ravel().tolist())
         else:
             image = Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
-            if colors is not None and image.mode == "RGB":
+            if palette is not None and image.mode == "RGB":
+                image = image.quantize(palette=palette, dither=Image.Dither.NONE)
+            elif colors is not None and image.mode == "RGB":
                 image = image.quantize(colors=int(colors), method=Image.Quantize.MEDIANCUT,
                                        dither=Image.Dither.NONE)
     buffer = io.BytesIO()
@@ -141,7 +154,7 @@ def encode_png(pixels: np.ndarray, colors: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _encoded(frame, index: int, colors) -> tuple[str, tuple[int, int]]:
+def _encoded(frame, index: int, colors, palette=None) -> tuple[str, tuple[int, int]]:
     """``(mime type, size)`` and base64 text of one frame."""
     from PIL import Image
     if isinstance(frame, (bytes, bytearray, memoryview)):
@@ -159,7 +172,7 @@ def _encoded(frame, index: int, colors) -> tuple[str, tuple[int, int]]:
             raise ValueError(f"frame {index}: the encoded image does not decode ({exc}).") from None
         return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", size
     pixels = _as_rgb_array(frame, index)
-    png = encode_png(pixels, colors)
+    png = encode_png(pixels, colors, palette)
     return f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}", tuple(pixels.shape[:2])
 
 
@@ -204,8 +217,8 @@ def static_slider(frames, values, label: str = "value", readouts=None, value_for
         start: the index of the value shown first.
         title: an optional caption above the image (plain text, escaped).
         scale: display size relative to the frames' pixels (the image is drawn with crisp pixels).
-        colors: ``None`` encodes frames losslessly; an integer 2..256 reduces each to at most that many colours
-            (:func:`encode_png`).
+        colors: ``None`` encodes frames losslessly; an integer 2..256 reduces them to one palette of at most that
+            many colours shared by every frame (:func:`shared_palette`, :func:`encode_png`).
         max_bytes: refuse a snippet larger than this (it is stored in the notebook and in the page).
 
     Identical frames are stored once. Returns a :class:`StaticSlider` (display it, or read ``.html``).
@@ -239,8 +252,13 @@ def static_slider(frames, values, label: str = "value", readouts=None, value_for
 
     sources, order, size = [], [], None
     seen: dict[str, int] = {}
+    palette = None
+    if colors is not None:         # one palette for every frame: what does not change between frames stays put
+        pixels = [_as_rgb_array(f, i) for i, f in enumerate(frames) if not isinstance(f, (bytes, bytearray, memoryview))]
+        if any(p.ndim == 3 and p.shape[2] == 3 for p in pixels):
+            palette = shared_palette(pixels, colors)
     for i, frame in enumerate(frames):
-        uri, frame_size = _encoded(frame, i, colors)
+        uri, frame_size = _encoded(frame, i, colors, palette)
         if size is None:
             size = frame_size
         elif frame_size != size:

@@ -273,6 +273,9 @@ def test_frames_for_the_static_slider(setup):
         assert text == f"threshold {t:.2f} — IoU {expected}"
     again, _ = threshold_frames(explorer, state, methods, colors=30)
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))
+    # the query panel (with its true box) is the same picture at every threshold: one palette keeps it so
+    assert all(np.array_equal(f[:, :SIZE], frames[0][:, :SIZE]) for f in frames[1:])
+    assert len(np.unique(np.concatenate([f[:, :SIZE].reshape(-1, 3) for f in frames]), axis=0)) <= 32
     assert any(not np.array_equal(frames[0], f) for f in frames[1:])
     out = static_slider(frames, CURVE_THRESHOLDS, label="threshold", readouts=readouts)
     assert out.n_frames == 19 and out.size_bytes < 200_000

@@ -193,6 +193,23 @@ def test_colors_reduce_the_palette():
         assert len(np.unique(decode(uri).reshape(-1, 3), axis=0)) <= 16
 
 
+def test_reduced_frames_share_one_palette_so_unchanged_pixels_keep_their_colour():
+    """A panel that is the same in every frame (chapter 9's query image) is drawn in the same colours at every
+    position of the slider, while the panel that changes still changes. With a palette per frame, the median cut
+    of each frame moved the unchanged panel's colours too."""
+    rng = np.random.default_rng(1)
+    still = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    frames = [np.concatenate([still, rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) // (k + 1)], axis=1)
+              for k in range(4)]
+    tree = parse(static_slider(frames, [0, 1, 2, 3], colors=24).html)
+    decoded = [decode(script_array(tree.scripts[0], "s")[k]) for k in script_array(tree.scripts[0], "f")]
+    assert all(np.array_equal(d[:, :24], decoded[0][:, :24]) for d in decoded[1:])
+    assert not np.array_equal(decoded[0][:, 24:], decoded[3][:, 24:])
+    colours = np.unique(np.concatenate([d.reshape(-1, 3) for d in decoded]), axis=0)
+    assert len(colours) <= 24                                   # one palette of at most `colors` for all frames
+    assert np.abs(decoded[0][:, :24].astype(int) - still).mean() < 40     # and it still looks like the input
+
+
 def test_same_calls_give_the_same_html_in_a_fresh_process():
     # the module alone (no torch to import), with different hash seeds: nothing may depend on hash() or time
     code = ("import importlib.util, hashlib, sys, numpy as np\n"
