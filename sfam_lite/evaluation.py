@@ -135,6 +135,7 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int | None 
         capture.remove()
     if outputs is None:
         raise ValueError("images is empty: there is nothing to run the model on.")
+    release_freed_memory()          # the batches' activations, freed: give their memory back
     return outputs, maps
 
 
