@@ -126,9 +126,18 @@ register("raw-cis", "raw CIS", lambda setup, *_: RawCIS(None, metric=setup.metri
 register("ram", "RAM", lambda *_: RAM(None))
 register("ram-support", "RAM (support)", lambda *_: SupportWeightedRAM(None), group="variant")
 register("cgram", "CG-RAM", lambda setup, *_: CGRAM(None, head=setup.head))
-register("cgram-score", "CG-RAM (score)",
-         lambda setup, *_: None if setup.pair_score is None else CGRAM(None, head=setup.head, target=setup.pair_score),
-         group="variant")
+def _score_cgram(setup, *_):
+    """CG-RAM of the model's own score. FRN's score solves its ridge regression per pair with gradients: about
+    13 MB a pair at FRN's full width (d = 640), so the explainer asks for at most 32 pairs a call
+    (``pairs_per_batch``, read by :func:`sfam_lite.evaluate.localisation_ious`)."""
+    if setup.pair_score is None:
+        return None
+    explainer = CGRAM(None, head=setup.head, target=setup.pair_score)
+    explainer.pairs_per_batch = 32
+    return explainer
+
+
+register("cgram-score", "CG-RAM (score)", _score_cgram, group="variant")
 register("gradfam", "Grad-FAM", lambda setup, *_: GradFAM(None, head=setup.head))
 register("decomposition", "Decomposition",
          lambda setup, *_: Decomposition(None, projection=setup.projection) if setup.metric == "cosine" else None)

@@ -255,3 +255,27 @@ def test_pairs_gathered_in_chunks_of_a_memory_budget_score_as_all_at_once(monkey
     for m in ("sfam", "ram", "random"):
         np.testing.assert_array_equal(chunked.query[m], whole.query[m])
         np.testing.assert_array_equal(chunked.mass[m], whole.mass[m])
+
+
+def test_an_explainer_that_asks_for_small_batches_gets_them_and_the_same_scores():
+    """CG-RAM of FRN's own score holds about 13 MB a pair at full width (512 pairs at once: 6.6 GB, chapter 7 on
+    CUB peaked at 12.5 GiB): it asks for 32 pairs a call, and its scores are those of one call for all pairs."""
+    import sfam_lite.evaluate as evaluate
+    from sfam_lite.methods import build_explainers, setup_for
+    from sfam_lite.models import FRN
+    torch.manual_seed(0)
+    frn = FRN(width=0.0625).eval()
+    explainer = build_explainers(setup_for(frn), ["cgram-score"], (8.0, 6.0), 2.0, seed=0)["cgram-score"]
+    assert explainer.pairs_per_batch == 32
+    q, s = torch.rand(70, frn.channels, 5, 5), torch.rand(70, 1, frn.channels, 5, 5)
+    boxes, support_boxes = torch.tensor([[4.0, 5.0, 30.0, 20.0]]).repeat(70, 1), torch.tensor([[[4.0, 5.0, 30.0, 20.0]]]).repeat(70, 1, 1)
+    seen = []
+    explain = explainer.explain_features
+    explainer.explain_features = lambda a, b, **kw: seen.append(len(a)) or explain(a, b, **kw)
+    small = evaluate.localisation_ious(explainer, q, s, boxes, support_boxes, (40, 40), thresholds=(0.2, 0.5))
+    assert seen == [32, 32, 6]
+    explainer.pairs_per_batch = None
+    whole = evaluate.localisation_ious(explainer, q, s, boxes, support_boxes, (40, 40), thresholds=(0.2, 0.5))
+    assert seen[3:] == [70]
+    np.testing.assert_array_equal(small.query, whole.query)
+    np.testing.assert_array_equal(small.mass, whole.mass)
