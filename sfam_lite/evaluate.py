@@ -57,7 +57,7 @@ def _scores_per_rule(explainer, query_features, support_features, query_boxes, s
                      rules, batch: int = 512) -> list[PairScores]:
     """:func:`localisation_ious` for several box rules at once: each map is computed once and boxed by every rule."""
     n, k = support_features.shape[:2]
-    batch = min(batch, getattr(explainer, "pairs_per_batch", None) or batch)     # an explainer's own memory limit
+    batch = min(batch, getattr(explainer, "pairs_per_batch", None) or batch)     # the explainer's own limit
     q_iou = np.zeros((len(rules), len(thresholds), n))
     s_iou = np.zeros((len(rules), len(thresholds), n, k))
     q_mass = np.zeros(n)

@@ -345,6 +345,10 @@ class PairExplainer:
         self._capture = FeatureCapture(target_layer, keep_graph=self.needs_gradients) if model is not None else None
 
     # -- the part a method defines -----------------------------------------------------------
+    #: the most pairs one call should explain, for methods whose memory per pair is large (None: no limit); read
+    #: by :meth:`explain_pairs` and :func:`sfam_lite.evaluate.localisation_ious`
+    pairs_per_batch: int | None = None
+
     def channel_weights(self, ctx: PairContext):
         """Return ``(query_weights, support_weights, scores)``: ``(B, N)``, ``(B, K, N)`` or None (the query's
         weights for every support image), and ``(B, N)`` raw scores (or None)."""
@@ -582,11 +586,12 @@ class PairExplainer:
         cached feature maps ``features`` ``(n, N, h, w)`` (one row per image, e.g. from
         :func:`sfam_lite.evaluation.forward_with_features`), ``batch`` pairs at a time.
 
-        ``supports`` is ``(B,)`` (one support image per query) or ``(B, K)`` (K shots of its class). Memory stays that
-        of ``batch`` pairs however many are explained: the returned explanation concatenates every field over the
-        batches except ``query_features`` and ``support_features``, which are None (gathered per pair they would
-        copy the features again: index ``features`` with ``queries`` and ``supports`` instead). Each pair's maps
-        and weights are the ones :meth:`explain_features` gives it alone."""
+        ``supports`` is ``(B,)`` (one support image per query) or ``(B, K)`` (K shots of its class). Memory stays
+        that of ``batch`` pairs (at most :attr:`pairs_per_batch`) however many are explained: the returned
+        explanation concatenates every field over the batches except ``query_features`` and ``support_features``,
+        which are None (gathered per pair they would copy the features again: index ``features`` with ``queries``
+        and ``supports`` instead). Each pair's maps and weights are the ones :meth:`explain_features` gives it
+        alone."""
         queries, supports = torch.as_tensor(queries), torch.as_tensor(supports)
         if queries.dim() != 1 or supports.dim() not in (1, 2) or len(supports) != len(queries):
             raise ValueError(f"queries must be (B,) and supports (B,) or (B, K) image indices of the same B; got "
@@ -594,6 +599,7 @@ class PairExplainer:
         if len(queries) == 0:
             raise ValueError("no pairs to explain: queries is empty.")
         shots = supports if supports.dim() == 2 else supports[:, None]
+        batch = min(batch, self.pairs_per_batch or batch)
         parts = []
         for i in range(0, len(queries), batch):
             out = self.explain_features(features[queries[i:i + batch]], features[shots[i:i + batch]], size=size,
