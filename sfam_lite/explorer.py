@@ -377,7 +377,7 @@ class Explorer:
 TRUE_BOX, PRED_BOX = (255, 255, 255), (255, 0, 255)
 
 
-def _draw_box_pixels(frame: np.ndarray, box, color, scale: int) -> None:
+def _draw_box_pixels(frame: np.ndarray, box, color, scale: float) -> None:
     """Draw the outline of ``box`` (pixel edges, in the unscaled image) one pixel wide on ``frame`` (scaled)."""
     h, w = frame.shape[:2]
     x, y, bw, bh = (float(v) for v in box)
@@ -444,8 +444,21 @@ def quantize(frame: np.ndarray, colors: int, palette=None) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+#: the widest frame :func:`threshold_frames` makes: the book's text column (757 px), so a slider's frames are not
+#: stored larger than they are shown (CUB's 227 px panels, six to a row, would be 1,372 px)
+MAX_FRAME_WIDTH = 756
+
+
+def _shrink(panel: np.ndarray, factor: float) -> np.ndarray:
+    """``panel`` resized by ``factor`` < 1 (PIL's box filter: each output pixel the mean of the pixels it covers)."""
+    from PIL import Image
+    h, w = panel.shape[:2]
+    return np.asarray(Image.fromarray(panel).resize((max(1, round(w * factor)), max(1, round(h * factor))),
+                                                    Image.Resampling.BOX))
+
+
 def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE_THRESHOLDS, scale: int = 1,
-                     colors: int | None = 62):
+                     colors: int | None = 62, max_width: int | None = MAX_FRAME_WIDTH):
     """Frames and read-outs for :func:`sfam_lite.slider.static_slider`: for each threshold one row of panels, the
     query image with its true box, then each method's query map for ``state``'s pair with its kept pixels
     (the rest dimmed), the true box (white) and the predicted box (magenta); the read-out lists each method's IoU.
@@ -453,7 +466,8 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
     explorer's, computed once per method. ``colors``: the pictures are reduced to one palette of that many colours
     shared by every frame (:func:`quantize`, :func:`sfam_lite.slider.shared_palette`: the query panel looks the same
     at every threshold) before the boxes are drawn in their exact colours, so a frame has at most ``colors + 2``
-    colours and is stored losslessly with a palette; None keeps every colour."""
+    colours and is stored losslessly with a palette; None keeps every colour. ``max_width``: a row wider than this
+    is made of panels shrunk to fit (the boxes drawn at the shrunk size); None keeps the panels' size."""
     methods = [check_choice(m, "method", explorer.methods(state.model)) for m in methods]
     if not methods:
         raise ValueError("methods is empty; give at least one method, e.g. ['sfam'].")
@@ -474,17 +488,23 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
             panels.append(render_panel(v.query_image, v.query_map, v.query_mask, mean=g.mean, std=g.std, scale=scale))
             boxes.append([(v.true_box, TRUE_BOX), (v.query_box, PRED_BOX)])
             parts.append(f"{METHODS[m]} {v.iou:.2f}")
+        box_scale = scale
+        width = sum(p.shape[1] for p in panels) + 2 * (len(panels) - 1)
+        if max_width is not None and width > max_width:
+            factor = (max_width - 2 * (len(panels) - 1)) / (width - 2 * (len(panels) - 1))
+            panels, box_scale = [_shrink(p, factor) for p in panels], scale * factor
         frame, offsets = _row(panels)
-        frames.append((frame, [(x, panel.shape[1], panel_boxes) for x, panel, panel_boxes in zip(offsets, panels, boxes)]))
+        frames.append((frame, [(x, panel.shape[1], panel_boxes) for x, panel, panel_boxes in zip(offsets, panels, boxes)],
+                       box_scale))
         readouts.append(f"threshold {float(t):.2f} — IoU " + " · ".join(parts))
     # one palette for every threshold, so that what does not change (the query panel) keeps its colours
-    palette = shared_palette([frame for frame, _ in frames], colors) if colors is not None else None
+    palette = shared_palette([frame for frame, *_ in frames], colors) if colors is not None else None
     out = []
-    for frame, boxes_at in frames:
+    for frame, boxes_at, box_scale in frames:
         frame = (quantize(frame, colors, palette) if palette is not None else frame).copy()
         for x, width, panel_boxes in boxes_at:
             for box, color in panel_boxes:
-                _draw_box_pixels(frame[:, x:x + width], box, color, scale)
+                _draw_box_pixels(frame[:, x:x + width], box, color, box_scale)
         out.append(frame)
     return out, readouts
 

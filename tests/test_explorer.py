@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import sfam_lite
 from sfam_lite.evaluate import CURVE_THRESHOLDS
 from sfam_lite.methods import METHODS
-from sfam_lite.explorer import (LAYERS, Explorer, ExplorerWidget, Gallery, State, candidate_layers, head_after,
-                                render_panel, threshold_frames, threshold_mask)
+from sfam_lite.explorer import (LAYERS, TRUE_BOX, Explorer, ExplorerWidget, Gallery, State, candidate_layers,
+                                head_after, render_panel, threshold_frames, threshold_mask)
 from sfam_lite.localization import boxes_from_maps
 from sfam_lite.models import FRN, GPWEmbedding
 from sfam_lite.references import CentreBoxMap
@@ -323,3 +323,25 @@ def test_importing_the_package_imports_no_widgets_and_no_pyplot():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+def test_frames_wider_than_the_column_are_made_of_shrunk_panels(setup):
+    """CUB's 227 px panels, six to a row, made 1,372 px frames and a 2.2 MB page; frames now fit ``max_width``:
+    the panels shrink together, the boxes are drawn at the shrunk size, the pictures are the same pictures."""
+    galleries, _, _ = setup
+    explorer = Explorer(galleries)
+    state = State("GPW", metric="cosine", sample=0)
+    methods = ["sfam", "ram", "decomposition"]
+    full, text = threshold_frames(explorer, state, methods, colors=None, max_width=None)
+    small, small_text = threshold_frames(explorer, state, methods, colors=None, max_width=70)
+    assert full[0].shape == (SIZE, 4 * SIZE + 3 * 2, 3) and small_text == text
+    width = (70 - 3 * 2) // 4                            # four panels and three gaps of 2 px in 70 px
+    for f, s in zip(full, small):
+        assert s.shape[1] <= 70 and s.shape[0] == width
+        big = f[:, :SIZE].astype(float)                  # the query panel, averaged over 2 x 2 blocks by hand
+        by_hand = big.reshape(width, 2, width, 2, 3).mean((1, 3))
+        # the same picture, except on the box lines drawn over it
+        assert np.median(np.abs(s[:, :width].astype(float) - by_hand)) < 1
+        assert (s == TRUE_BOX).all(-1).any()             # the true box is still drawn
+    assert static_slider(small, CURVE_THRESHOLDS, label="threshold").size_bytes < \
+        static_slider(full, CURVE_THRESHOLDS, label="threshold").size_bytes
