@@ -180,9 +180,10 @@ def main(argv=None) -> int:
         results["chapters"] = json.loads(Path(args.output).read_text())["chapters"]
     print(json.dumps(machine))
     for chapter in args.chapters:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()       # the code the chapter's kernel imports
         row = run_chapter(chapter, params, root / "executed", env)
-        row["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip()
+        row["commit"] = commit
         results["chapters"] = sorted([r for r in results["chapters"] if r["chapter"] != row["chapter"]] + [row],
                                      key=lambda r: r["chapter"])
         print(json.dumps(row), flush=True)
