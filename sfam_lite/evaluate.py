@@ -87,8 +87,8 @@ def query_maps(model, images: torch.Tensor, query: torch.Tensor, support: torch.
     where[used] = torch.arange(len(used))
     size = tuple(images.shape[-2:])
     explainers = build_explainers(setup, methods, *priors, seed=seed)
-    return {m: e.explain_pairs(fmaps, where[query], where[support], size=size).query_maps.detach().float().cpu()
-            for m, e in explainers.items() if e is not None}
+    return {m: e.explain_features(fmaps[where[query]], fmaps[where[support]][:, None], size=size)
+            .query_maps.detach().float().cpu() for m, e in explainers.items() if e is not None}
 
 
 @dataclass

@@ -240,8 +240,9 @@ def test_query_maps_match_each_pair_explained_on_its_own(gpw):
     from sfam_lite.evaluate import query_maps
     images = torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
     q, s = torch.tensor([0, 1, 0]), torch.tensor([2, 3, 4])
-    got = query_maps(gpw, images, q, s, ["sfam", "ram", "decomposition"])
-    assert set(got) == {"sfam", "ram", "decomposition"} and got["sfam"].shape == (3, SIZE, SIZE)
+    got = query_maps(gpw, images, q, s, ["sfam", "ram", "decomposition", "centre-box", "random"], ((8.0, 6.0), 3.0))
+    assert set(got) == {"sfam", "ram", "decomposition", "centre-box", "random"}     # references too (chapter 8)
+    assert got["sfam"].shape == got["centre-box"].shape == got["random"].shape == (3, SIZE, SIZE)
     for key, make in [("sfam", lambda: SFAM(gpw, metric="cosine")), ("ram", lambda: RAM(gpw))]:
         with make() as explainer:
             for i in range(3):
