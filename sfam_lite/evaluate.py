@@ -18,7 +18,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .evaluation import decisions, forward_with_features, release_freed_memory
+from . import memory
+from .evaluation import decisions, forward_with_features
+from .memory import release_freed_memory
 from .localization import boxes_from_maps, iou
 from .methods import METHODS, build_explainers, setup_for
 from .metrics import mass_in_box, mean_and_half, summarise
@@ -184,18 +186,13 @@ def format_html(result: Result, title: str, threshold: float = 0.2) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-#: Memory the query and support features gathered for one chunk of pairs may take (gpw-cub's ResNet-50 at 227 px:
-#: 0.5 MB a feature map, so about 490 pairs a chunk; the book's small models: the cap of 4,096 pairs)
-GATHER_BYTES = 2**29
-
-
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,
                     info, chunk: int | None = None, box_rule: dict | None = None, box_rules: dict | None = None):
     """Explain the pairs ``(q_idx[i], s_idx[i])`` with every method, each distinct pair once, ``chunk`` at a time
-    (default: at most 4,096, and no more than :data:`GATHER_BYTES` of gathered features): a :class:`Result`, or
-    with ``box_rules`` (``{label: box_rule}``) one per rule, each map computed once."""
+    (default: at most 4,096, and no more than :data:`sfam_lite.memory.GATHER_BYTES` of gathered features): a
+    :class:`Result`, or with ``box_rules`` (``{label: box_rule}``) one per rule, each map computed once."""
     from tqdm.auto import tqdm
-    chunk = chunk or max(1, min(4096, GATHER_BYTES // (2 * maps[0].numel() * maps.element_size())))
+    chunk = chunk or max(1, min(4096, memory.GATHER_BYTES // (2 * maps[0].numel() * maps.element_size())))
     if box_rule is not None and box_rules is not None:
         raise ValueError("give box_rule (one rule) or box_rules ({label: rule}), not both.")
     rules = {None: box_rule or {}} if box_rules is None else {label: dict(r or {}) for label, r in box_rules.items()}

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import memory
+from .memory import images_per_batch, release_freed_memory
 from .transforms import eval_transform
 
 
@@ -102,12 +104,6 @@ def eval_set(dataset, transform, progress: bool = False) -> EvalSet:
     return EvalSet(images if normalise is None else NormalisedImages(images, normalise), labels, boxes)
 
 
-def images_per_batch(size: tuple[int, int], at_96: int = 250) -> int:
-    """:func:`forward_with_features`' default batch for images of ``size``: ``at_96`` images of 96 × 96 px or
-    smaller, and the same number of pixels for larger ones (227 px: 44 images)."""
-    return max(1, min(at_96, at_96 * 96 * 96 // (size[0] * size[1])))
-
-
 @torch.no_grad()
 def forward_with_features(model, layer, images: torch.Tensor, batch: int | None = None):
     """Run ``model`` on ``images`` in batches, in eval mode (:func:`sfam_lite.explainer.eval_mode`: a model in train
@@ -115,8 +111,8 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int | None 
     mode is given back afterwards); return its outputs and ``layer``'s feature maps, one row per image.
 
     ``images`` is a tensor or :class:`NormalisedImages` (read one batch at a time, on its own device). ``batch``
-    images run at a time: by default 250 up to 96 px and fewer above (:func:`images_per_batch`: a ResNet-50's
-    activations for 250 images at 227 px take several GB)."""
+    images run at a time: by default 250 up to 96 px and fewer above (:func:`sfam_lite.memory.images_per_batch`:
+    a ResNet-50's activations for 250 images at 227 px take several GB)."""
     from .explainer import FeatureCapture, eval_mode
     batch = batch or images_per_batch(tuple(images.shape[-2:]))
     capture = FeatureCapture(layer)
@@ -137,16 +133,6 @@ def forward_with_features(model, layer, images: torch.Tensor, batch: int | None 
         raise ValueError("images is empty: there is nothing to run the model on.")
     release_freed_memory()          # the batches' activations, freed: give their memory back
     return outputs, maps
-
-
-def release_freed_memory() -> None:
-    """Give memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing elsewhere), so that
-    large tensors allocated and freed in a loop do not stay in the allocator's arenas (benchmarks/README.md)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):      # not glibc (macOS, Windows): nothing to do
-        pass
 
 
 @dataclass
@@ -197,15 +183,13 @@ def decisions(model, outputs: torch.Tensor, labels, episodes: int = 1000, way: i
                     "expected 'few-shot' or 'retrieval'.")
 
 
-#: Memory one batched episode solve may take: FRN's full-width ResNet-12 (d = 640) needs about 64 MB per 5-way
-#: episode with 16 queries per class, so the 50 episodes once solved together held 3.2 GB (benchmarks/README.md).
-EPISODE_SOLVE_BYTES = 2**29
-
-
 def episodes_per_solve(d: int, r: int, way: int = 5, shot: int = 1, query: int = 16, element_size: int = 4,
-                       budget: int = EPISODE_SOLVE_BYTES) -> int:
+                       budget: int | None = None) -> int:
     """How many episodes :func:`few_shot_decisions` solves at once: each holds about three ``(way, way·query·r, d)``
-    reconstructions and four ``(way, d, d)`` Gram-sized matrices (:func:`sfam_lite.models.frn.reconstruction_distance`)."""
+    reconstructions and four ``(way, d, d)`` Gram-sized matrices
+    (:func:`sfam_lite.models.frn.reconstruction_distance`), within ``budget`` bytes (default
+    :data:`sfam_lite.memory.EPISODE_SOLVE_BYTES`)."""
+    budget = memory.EPISODE_SOLVE_BYTES if budget is None else budget
     per_episode = element_size * way * (3 * way * query * r * d + 4 * d * d + shot * r * d)
     return max(1, min(50, budget // per_episode))
 
@@ -216,7 +200,8 @@ def few_shot_decisions(model, features: torch.Tensor, labels, episodes: int = 10
     """FRN-style episodes on position features ``(n, r, d)``, scored with ``model.head``.
 
     Episodes come from :class:`sfam_lite.sampling.EpisodeSampler` (the sampler training uses) and are scored
-    ``chunk`` at a time as one batched solve; by default as many as fit in :data:`EPISODE_SOLVE_BYTES` (each
+    ``chunk`` at a time as one batched solve; by default as many as fit in
+    :data:`sfam_lite.memory.EPISODE_SOLVE_BYTES` (each
     episode's logits are the same whatever the chunk). Rows are in episode order (``episodes · way · query``);
     the supports are each class's first support image."""
     from .sampling import EpisodeSampler

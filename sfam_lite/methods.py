@@ -13,6 +13,7 @@ from typing import Callable
 
 from torch import nn
 
+from . import memory
 from .baselines import CGRAM, RAM, AllOnes, Decomposition, GradFAM, RawCIS, SupportWeightedRAM
 from .explainer import SFAM
 from .references import CentreBoxMap, CentredGaussianMap, RandomMap
@@ -128,12 +129,13 @@ register("ram-support", "RAM (support)", lambda *_: SupportWeightedRAM(None), gr
 register("cgram", "CG-RAM", lambda setup, *_: CGRAM(None, head=setup.head))
 def _score_cgram(setup, *_):
     """CG-RAM of the model's own score. FRN's score solves its ridge regression per pair with gradients: about
-    13 MB a pair at FRN's full width (d = 640), so the explainer asks for at most 32 pairs a call
-    (``pairs_per_batch``, read by :func:`sfam_lite.evaluate.localisation_ious`)."""
+    13 MB a pair at FRN's full width (d = 640), so the explainer asks for at most
+    :data:`sfam_lite.memory.SCORE_CGRAM_PAIRS` pairs a call (``pairs_per_batch``, read by
+    :func:`sfam_lite.evaluate.localisation_ious` and :meth:`~sfam_lite.explainer.PairExplainer.explain_pairs`)."""
     if setup.pair_score is None:
         return None
     explainer = CGRAM(None, head=setup.head, target=setup.pair_score)
-    explainer.pairs_per_batch = 32
+    explainer.pairs_per_batch = memory.SCORE_CGRAM_PAIRS
     return explainer
 
 

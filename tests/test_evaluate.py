@@ -237,6 +237,7 @@ def test_pairs_gathered_in_chunks_of_a_memory_budget_score_as_all_at_once(monkey
     """The default chunk follows GATHER_BYTES (gpw-cub's 0.5 MB feature maps: about 500 pairs a chunk, not all
     ~3,800 of CUB's correct retrievals gathered at once); every score is the same as with one chunk for all."""
     import sfam_lite.evaluate as evaluate
+    from sfam_lite import memory
     g = torch.Generator().manual_seed(3)
     size = 16
     maps = torch.rand(9, 3, size, size, generator=g) ** 3
@@ -247,7 +248,7 @@ def test_pairs_gathered_in_chunks_of_a_memory_budget_score_as_all_at_once(monkey
             (size, size), False, {})
     whole = _evaluate_pairs(*args, chunk=100)
     per_map = maps[0].numel() * maps.element_size()
-    monkeypatch.setattr(evaluate, "GATHER_BYTES", 3 * 2 * per_map)          # three pairs a chunk
+    monkeypatch.setattr(memory, "GATHER_BYTES", 3 * 2 * per_map)          # three pairs a chunk
     gathered, score = [], evaluate._scores_per_rule
     monkeypatch.setattr(evaluate, "_scores_per_rule", lambda e, q, *rest: gathered.append(len(q)) or score(e, q, *rest))
     chunked = evaluate._evaluate_pairs(*args)

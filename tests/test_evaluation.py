@@ -161,7 +161,8 @@ def test_forward_with_features_reads_uint8_images_batch_by_batch(tmp_path):
 def test_few_shot_decisions_do_not_depend_on_how_many_episodes_are_solved_at_once():
     """The default chunk keeps FRN's full-width solve within its memory budget (it held 3.2 GB at 50 episodes), and
     every decision equals the one made episode by episode."""
-    from sfam_lite.evaluation import EPISODE_SOLVE_BYTES, episodes_per_solve, few_shot_decisions
+    from sfam_lite.evaluation import episodes_per_solve, few_shot_decisions
+    from sfam_lite.memory import EPISODE_SOLVE_BYTES
     from sfam_lite.models import FRN
     torch.manual_seed(0)
     model = FRN(width=0.25).eval()
