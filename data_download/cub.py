@@ -35,7 +35,7 @@ from torchvision.datasets import VisionDataset
 
 from .errors import DataError, DatasetNotFoundError, disk_errors
 from .publish import FOLDER, MARKER, read_marker
-from .resources import default_root
+from .resources import default_root, download_command
 
 
 def _half(i: np.ndarray, n: int, first: bool) -> np.ndarray:
@@ -205,7 +205,7 @@ class CUB200(VisionDataset):
         install(resource, self.root)
 
     def _command(self) -> str:
-        return f"python -m data_download {self.command} --root {self.root}"
+        return download_command(self.command, self.root)
 
     def _check_complete(self) -> None:
         if read_marker(self.folder) is not None:

@@ -20,7 +20,7 @@ from . import download
 from .errors import DataError, disk_errors, os_error_message
 from .extract import safe_extract
 from .publish import build_folder, check_absent_or_complete, publish
-from .resources import Resource
+from .resources import Resource, download_command
 
 
 def _get_archive(res: Resource, root: Path, urls: Sequence[str], progress: bool, log: Callable) -> Path:
@@ -79,7 +79,7 @@ def install(res: Resource, root: str | os.PathLike, urls: Sequence[str] | None =
     """Make ``root/<res.folder>`` complete. Returns the folder and whether any work was done."""
     root = Path(os.path.abspath(os.path.expanduser(root)))
     target = root / res.folder
-    if check_absent_or_complete(target, f"{res.command} --root {root}") is not None:
+    if check_absent_or_complete(target, download_command(res.command, root)) is not None:
         return target, False
     with disk_errors(root, lambda exc, path: f"{os_error_message(exc, path)} {res.manual_fix(root)}"):
         root.mkdir(parents=True, exist_ok=True)

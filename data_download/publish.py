@@ -42,7 +42,7 @@ def check_absent_or_complete(target: Path, command: str) -> dict | None:
     if target.exists():
         raise DataError(f"{target} exists but is not complete (it has no {MARKER}): an earlier run was "
                         f"interrupted or the folder was made by hand. Delete it (`rm -rf {target}`) and run "
-                        f"`python -m data_download {command}` again.")
+                        f"`{command}` again.")
     return None
 
 

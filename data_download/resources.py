@@ -22,6 +22,14 @@ def default_root(name: str) -> Path:
     return cache_folder() / DEFAULT_ROOTS[name]
 
 
+def download_command(name: str, root=None) -> str:
+    """The command that gets ``name`` (``"cub200"``, ``"frn-weights"``, ``"synthetic"``), into ``root`` when one
+    is given (without it, into :func:`default_root`): what every "get it with ..." message names, quoted for a
+    shell where the folder's name needs it."""
+    import shlex
+    return f"python -m data_download {name}" + ("" if root is None else f" --root {shlex.quote(str(root))}")
+
+
 @dataclass(frozen=True)
 class Resource:
     """A downloadable archive and the folder it becomes.
@@ -54,8 +62,7 @@ class Resource:
                                                  ("md5", self.md5), ("sha256", self.sha256)) if v)
         extra = "".join(" " + n for n in self.notes)
         return (f"Manual fix: download {self.filename} from {where} (in a browser or on another machine), "
-                f"save it as {root}/{self.filename} ({sums}) and run `python -m data_download {self.command} "
-                f"--root {root}` again; it verifies and extracts the file without downloading. "
+                f"save it as {root}/{self.filename} ({sums}) and run `{download_command(self.command, root)}` again; it verifies and extracts the file without downloading. "
                 f"A mirror can be given with --url.{extra}")
 
 

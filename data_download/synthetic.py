@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from .birds import ATTRIBUTES, GENERA, GENUS_SIZE, PALETTE, bird_parts, class_specs  # noqa: F401 (re-exported)
 from .errors import DataError, disk_errors
 from .publish import FOLDER, MARKER, build_folder, check_absent_or_complete, first_use_lock, publish, read_marker
-from .resources import DEFAULT_ROOTS
+from .resources import DEFAULT_ROOTS, download_command
 from .scenery import background
 
 __all__ = ["Params", "check_params", "generate", "read_params", "render", "render_image", "image_rngs", "boxes", "save_jpeg",
@@ -322,7 +322,7 @@ def generate(root: str | os.PathLike = DEFAULT_ROOTS["synthetic"], images_per_cl
     check_params(images_per_class, size, seed, num_classes, quality, workers)
     root = Path(os.path.abspath(os.path.expanduser(root)))
     target = root / FOLDER
-    command = f"synthetic --root {root}"
+    command = download_command("synthetic", root)
     info = read_marker(target)
     if info is None:   # not complete yet: build it, holding the root's lock (a second process waits, then reuses it)
         with first_use_lock(root):
@@ -383,4 +383,4 @@ def read_params(root: str | os.PathLike) -> Params:
         return Params(**json.loads(path.read_text())["params"])
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(f"{path} is missing or unreadable: generate the benchmark with "
-                        f"`python -m data_download synthetic --root {root}`.") from None
+                        f"`{download_command('synthetic', root)}`.") from None

@@ -35,23 +35,21 @@ def first_run_note(model_name: str, data_root=None, weights_root=None, cache=Non
     CUB-200-2011 and FRN's weights are not downloaded by the chapters: a missing one is named with the command
     that gets it, into the folder the chapters read by default (the book's cache, so on Colab with the cache on
     Google Drive, once for every chapter). A gpw-cub that is not cached yet is trained now, at the cost said."""
-    from data_download.resources import CUB200_ARCHIVE, FRN_WEIGHTS
+    from data_download.resources import CUB200_ARCHIVE, FRN_WEIGHTS, download_command
     from . import zoo
     if model_name.endswith("synthetic"):
         return []
     lines = []
     root = Path(data_root) if data_root is not None else zoo.default_data_root(model_name, cache)
     if not (root / CUB200_ARCHIVE.folder / "images.txt").exists():
-        where = "" if data_root is None else f" --root {root}"
         lines.append(f"CUB-200-2011 is not in {root}: get it first ({CUB200_ARCHIVE.size / 1e9:.2f} GB) "
-                     f"with `python -m data_download cub200{where}`.")
+                     f"with `{download_command('cub200', None if data_root is None else root)}`.")
     if model_name == "frn-cub":
         path = zoo.frn_weights_path(weights_root, cache)
         if not path.exists():
-            where = "" if weights_root is None else f" --root {weights_root}"
             lines.append(f"FRN's released weights are not in {path.parents[len(Path(zoo.FRN_CUB_CHECKPOINT).parts) - 1]}:"
                          f" get them first (about {FRN_WEIGHTS.approximate_size.split(',')[0]}) with "
-                         f"`python -m data_download frn-weights{where}`.")
+                         f"`{download_command('frn-weights', weights_root)}`.")
     elif model_name in zoo.RECIPES and zoo.cached_checkpoint(model_name, root, cache, **(overrides or {})) is None:
         c = zoo.config_for(model_name, **(overrides or {}))
         cost = "" if overrides else f": {FIRST_TRAINING_TIME[model_name]}" if model_name in FIRST_TRAINING_TIME else ""

@@ -270,13 +270,14 @@ def load(name: str, *, data_root=None, weights_root=None, cache: Path | None = N
                              f"got {sorted(overrides)}. Train 'frn-synthetic' with overrides instead.")
         return _load_frn_cub(weights_root, device, cache)
     from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
+    from data_download.resources import download_command
     config = config_for(name, **overrides)
     split = RECIPES[name].split
     root = Path(data_root) if data_root is not None else default_data_root(name, cache)
     synthetic = name.endswith("synthetic")
     if synthetic and data_root is not None and not root.exists() and root != default_data_root(name, cache):
         raise FileNotFoundError(f"data_root {str(root)!r} does not exist. Check the path, or generate the synthetic "
-                                f"benchmark there with `python -m data_download synthetic --root {root}` "
+                                f"benchmark there with `{download_command('synthetic', root)}` "
                                 "(or pass data_root=None to use the book's default folder).")
     if synthetic:
         try:
@@ -369,6 +370,7 @@ def cached_checkpoint(name: str, data_root=None, cache: Path | None = None, **ov
     """The checkpoint :func:`load` would read for ``name`` (a trainable model) if it is already in the cache, else
     None (also when the data it is trained on is not there yet): whether loading it will train it first."""
     from data_download import CUB200, DatasetNotFoundError, SyntheticCUB200
+    from data_download.resources import download_command
     config = config_for(name, **overrides)
     root = Path(data_root) if data_root is not None else default_data_root(name, cache)
     try:
@@ -388,11 +390,12 @@ def frn_weights_path(weights_root=None, cache: Path | None = None) -> Path:
 
 
 def _load_frn_cub(weights_root, device, cache=None):
+    from data_download.resources import download_command
     path = frn_weights_path(weights_root, cache)
     root = path.parents[len(Path(FRN_CUB_CHECKPOINT).parts) - 1]
     if not path.exists():
         raise FileNotFoundError(f"FRN's CUB checkpoint is not at {path}. Get it with "
-                                f"`python -m data_download frn-weights --root {root}`.")
+                                f"`{download_command('frn-weights', root)}`.")
     model = FRN(width=1.0)
     state = read_checkpoint(path)
     try:
@@ -400,7 +403,7 @@ def _load_frn_cub(weights_root, device, cache=None):
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"the checkpoint {path} is not FRN's released ResNet-12 for CUB (its keys or shapes "
                               f"differ: {' '.join(str(exc).split())[:200]}). Get it again with "
-                              f"`python -m data_download frn-weights --root {root}`.") from None
+                              f"`{download_command('frn-weights', root)}`.") from None
     model = model.to(device).eval()
     model.meta = {"name": "frn-cub", "config": None, "history": None, "checkpoint": str(path)}
     return model

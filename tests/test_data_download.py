@@ -325,3 +325,18 @@ def test_a_transfer_that_breaks_goes_on_from_the_next_source(tmp_path):
 def test_the_real_cub_archive_has_a_second_source_and_frn_says_its_size():
     assert len(REAL_CUB.urls) == 2 and all(u.startswith("https://") for u in REAL_CUB.urls)
     assert FRN_WEIGHTS.size is None and "GB" in FRN_WEIGHTS.approximate_size
+
+
+@pytest.mark.parametrize("name", ["cub200", "frn-weights", "synthetic"])
+@pytest.mark.parametrize("root", [None, "/tmp/some where/data"])
+def test_the_command_every_message_names_is_one_the_cli_accepts(name, root):
+    """``download_command`` writes every "get it with ..." hint; what it writes must parse as the CLI's command,
+    with ``--root`` pointing where the message says, spaces and all (and the default folder without it)."""
+    import shlex
+    from data_download.__main__ import _parser
+    from data_download.resources import default_root, download_command
+    words = shlex.split(download_command(name, root))
+    assert words[:3] == ["python", "-m", "data_download"]
+    args = _parser().parse_args(words[3:])
+    assert args.command == name
+    assert args.root == (str(default_root(name)) if root is None else root)
