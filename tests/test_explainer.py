@@ -238,3 +238,27 @@ def test_explain_pairs_equals_each_pair_explained_from_its_gathered_features(met
         explainer.explain_pairs(features, queries, queries[:3])
     with pytest.raises(ValueError, match="empty"):
         explainer.explain_pairs(features, queries[:0], queries[:0])
+
+
+def test_pair_batches_cover_every_pair_once_in_order_and_match_each_pair_alone():
+    """explain_pair_batches yields slices that tile the pairs in order, each no longer than the batch (nor than the
+    explainer's pairs_per_batch), with the maps explain_features gives those pairs; bad indices are refused at the
+    call, before anything is iterated."""
+    import sfam_lite
+    torch.manual_seed(1)
+    features = torch.rand(10, 4, 3, 3)
+    queries, supports = torch.tensor([9, 1, 4, 4, 0, 7, 2, 3]), torch.tensor([0, 2, 5, 6, 8, 1, 9, 4])
+    explainer = sfam_lite.SFAM(None)
+    for batch, limit, sizes in ((3, None, [3, 3, 2]), (5, 2, [2, 2, 2, 2]), (100, None, [8])):
+        explainer.pairs_per_batch = limit
+        seen = list(explainer.explain_pair_batches(features, queries, supports, size=(6, 6), batch=batch))
+        assert [p.stop - p.start for p, _ in seen] == sizes
+        assert [p.start for p, _ in seen] == [sum(sizes[:j]) for j in range(len(sizes))]
+        for pairs, out in seen:
+            for j, (q, s) in enumerate(zip(queries[pairs], supports[pairs])):
+                alone = explainer.explain_features(features[q][None], features[s][None, None], size=(6, 6))
+                assert torch.allclose(out.query_maps[j], alone.query_maps[0], atol=1e-6)
+                assert torch.allclose(out.support_maps[j], alone.support_maps[0], atol=1e-6)
+            assert out.query_features is None and out.support_features is None
+    with pytest.raises(ValueError, match="same B"):
+        explainer.explain_pair_batches(features, queries, supports[:3])
