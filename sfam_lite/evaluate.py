@@ -137,6 +137,19 @@ class Result:
                 "mass_in_box": self.mass_table()}
 
 
+def _rows(result: Result, threshold: float, which: str):
+    """Per method, what both table formats show: ``(name, ours, mass, paper)``, ``ours`` the ``((mean IoU,
+    half), (accuracy, half))`` in % or None (not applicable), ``mass`` the query maps' mass in the box ``(mean,
+    half)`` in % or None, ``paper`` the paper's ``(IoU, LocAcc)`` on CUB (:data:`PAPER_CUB`), None where its
+    table has "—", "n/a" where it has no row."""
+    mass = result.mass_table() if which == "query" else {}
+    for m, s in result.table(threshold, which).items():
+        ours = None if s is None else ((100 * s["mean_iou"], 100 * s["mean_iou_half"]),
+                                       (100 * s["accuracy"], 100 * s["accuracy_half"]))
+        in_box = None if mass.get(m) is None else (100 * mass[m]["mean"], 100 * mass[m]["half"])
+        yield result.labels.get(m) or METHODS.get(m, m), ours, in_box, PAPER_CUB[result.kind].get(m, "n/a")
+
+
 def format_table(result: Result, threshold: float | None = None, which: str = "query", paper: bool = False) -> str:
     """The table as text: method, mean IoU (%) and localisation accuracy (%), each ± the half-width of its 95 %
     interval; ``paper=True`` adds the paper's CUB numbers (:data:`PAPER_CUB`) as two more columns."""
@@ -144,44 +157,47 @@ def format_table(result: Result, threshold: float | None = None, which: str = "q
     unit = "episodes" if result.groups is not None else "samples"
     lines = [f"{which} maps, threshold {thr:g}; 95 % intervals over {unit}",
              f"{'method':<18}{'IoU (%)':>14}{'LocAcc (%)':>14}" + (f"{'| paper, CUB: IoU':>20}{'LocAcc':>8}" if paper else "")]
-    for m, s in result.table(thr, which).items():
-        row = f"{result.labels.get(m) or METHODS.get(m, m):<18}" + (f"{'—':>14}{'—':>14}" if s is None else
-                                      f"{100 * s['mean_iou']:>8.1f} ± {100 * s['mean_iou_half']:.1f}"
-                                      f"{100 * s['accuracy']:>8.1f} ± {100 * s['accuracy_half']:.1f}")
+    for label, ours, _, ref in _rows(result, thr, which):
+        row = f"{label:<18}" + (f"{'—':>14}{'—':>14}" if ours is None else
+                                "".join(f"{mean:>8.1f} ± {half:.1f}" for mean, half in ours))
         if paper:
-            ref = PAPER_CUB[result.kind].get(m, "n/a")
             row += f"{'| ':>12}" + (f"{'—':>8}{'—':>8}" if ref is None else f"{'':>8}{'':>8}" if ref == "n/a"
                                    else f"{ref[0]:>8.2f}{ref[1]:>8.2f}")
         lines.append(row)
     return "\n".join(lines)
 
 
-def format_html(result: Result, title: str, threshold: float = 0.2) -> str:
+def format_html(result: Result, title: str, threshold: float = 0.2, which: str = "query") -> str:
     """One of the paper's tables as an HTML ``<table class="sfam-headline">`` (the chapters and the front page show
-    it): per method the query maps' mean IoU and localisation accuracy at ``threshold`` and their mass in the box
-    (threshold-free), each ± the half-width of its 95 % interval, beside the paper's CUB numbers
-    (:data:`PAPER_CUB`); "—" where a method does not apply. The caption names ``title``, the data (the synthetic
-    benchmark or CUB-200-2011, read from the model's name) and the intervals' units."""
+    it): per method the ``which`` maps' mean IoU and localisation accuracy at ``threshold``, each ± the half-width
+    of its 95 % interval; for the query maps also their mass in the box (threshold-free) and the paper's CUB
+    numbers (:data:`PAPER_CUB`, reported for query maps); "—" where a method does not apply. The caption names
+    ``title``, the data (the synthetic benchmark or CUB-200-2011, read from the model's name) and the intervals'
+    units."""
     import html
     info = result.info
     unit = "episodes" if result.groups is not None else "samples"
     data = "the synthetic benchmark" if "synthetic" in str(info.get("model")) else "CUB-200-2011"
-    mass, rows = result.mass_table(), []
-    for m, s in result.table(threshold).items():
-        ours = ["—", "—", "—"] if s is None else [
-            f"{100 * s['mean_iou']:.1f} ± {100 * s['mean_iou_half']:.1f}",
-            f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_half']:.1f}",
-            "—" if mass.get(m) is None else f"{100 * mass[m]['mean']:.1f} ± {100 * mass[m]['half']:.1f}"]
-        ref = PAPER_CUB[result.kind].get(m, "n/a")
-        paper = ["", ""] if ref == "n/a" else ["—", "—"] if ref is None else [f"{ref[0]:.2f}", f"{ref[1]:.2f}"]
-        label = result.labels.get(m) or METHODS.get(m, m)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in [label, *ours, *paper]) + "</tr>")
+    query = which == "query"
+    cell = lambda value: "—" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"      # noqa: E731
+    rows = []
+    for label, ours, in_box, ref in _rows(result, threshold, which):
+        values = [label, *(["—", "—"] if ours is None else map(cell, ours))]
+        if query:
+            paper = ["", ""] if ref == "n/a" else ["—", "—"] if ref is None else [f"{ref[0]:.2f}", f"{ref[1]:.2f}"]
+            values += [cell(in_box), *paper]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
     caption = (f"{title}, on {data} (model {info.get('model')}, {info.get('explained_samples')} explained samples): "
-               f"query maps, threshold {threshold:g} (the mass in the box needs none), 95 % intervals over {unit}. "
-               "The last two columns are the paper's numbers on CUB-200-2011, for comparison only.")
-    head = (f"<tr><th rowspan='2'>method</th><th colspan='3'>this book, {data}</th>"
-            "<th colspan='2'>the paper, CUB-200-2011</th></tr>"
-            "<tr><th>IoU (%)</th><th>LocAcc (%)</th><th>mass in box (%)</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>")
+               f"{which} maps, threshold {threshold:g}" + (" (the mass in the box needs none)" if query else "")
+               + f", 95 % intervals over {unit}."
+               + (" The last two columns are the paper's numbers on CUB-200-2011, for comparison only." if query
+                  else ""))
+    if query:
+        head = (f"<tr><th rowspan='2'>method</th><th colspan='3'>this book, {data}</th>"
+                "<th colspan='2'>the paper, CUB-200-2011</th></tr>"
+                "<tr><th>IoU (%)</th><th>LocAcc (%)</th><th>mass in box (%)</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>")
+    else:
+        head = "<tr><th>method</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>"
     return (f"<table class='sfam-headline'><caption>{html.escape(caption)}</caption><thead>{head}</thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 

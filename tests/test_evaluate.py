@@ -280,3 +280,22 @@ def test_an_explainer_that_asks_for_small_batches_gets_them_and_the_same_scores(
     assert seen[3:] == [70]
     np.testing.assert_array_equal(small.query, whole.query)
     np.testing.assert_array_equal(small.mass, whole.mass)
+
+
+def test_format_html_of_support_maps_shows_their_statistics_and_no_query_only_columns():
+    """The support table: each row the support IoUs' mean and accuracy (not the query's), and neither the mass in
+    the box nor the paper's columns, which are measured on query maps."""
+    from sfam_lite.evaluate import Result, format_html
+    query, support = np.array([[0.1, 0.2, 0.3, 0.4]]), np.array([[0.3, 0.55, 0.8, 0.9]])
+    result = Result("frn", (0.2,), {"sfam": query, "cgram": None}, {"sfam": support, "cgram": None},
+                    None, {"model": "frn-synthetic", "explained_samples": 4}, np.arange(4),
+                    {"sfam": np.full(4, 0.5), "cgram": None})
+    page = format_html(result, "FRN's support maps", which="support")
+    rows = page.split("<tbody>")[1].split("</tr>")[:-1]
+    cells = lambda row: [c.split("</td>")[0] for c in row.split("<td>")[1:]]          # noqa: E731
+    half = lambda x: 1.96 * np.std(x, ddof=1) / np.sqrt(len(x))                        # noqa: E731
+    hits = (support[0] >= 0.5).astype(float)
+    assert cells(rows[0]) == ["SFAM", f"{100 * support.mean():.1f} ± {100 * half(support[0]):.1f}",
+                              f"{100 * hits.mean():.1f} ± {100 * half(hits):.1f}"]
+    assert cells(rows[1]) == ["CG-RAM", "—", "—"]
+    assert "support maps" in page and "mass in box" not in page and "the paper" not in page
