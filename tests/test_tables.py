@@ -1,0 +1,33 @@
+"""Table: the HTML a page shows and the text a terminal prints hold the same cells."""
+import re
+
+import pytest
+
+from sfam_lite.tables import Table
+
+
+def test_html_has_one_escaped_cell_per_column_and_the_caption():
+    t = Table(["method", "IoU <%>"], [["SFAM", "52.3 ± 1.0"], ["A&B", ("✗ fail", "+0.33 vs random")]], caption="T & 1")
+    page = t._repr_html_()
+    assert page.startswith("<table class='sfam-headline'><caption>T &amp; 1</caption>")
+    assert re.findall(r"<th>(.*?)</th>", page) == ["method", "IoU &lt;%&gt;"]
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    assert [re.findall(r"<td>(.*?)</td>", r) for r in rows] == [
+        ["SFAM", "52.3 ± 1.0"], ["A&amp;B", "✗ fail<br><small>+0.33 vs random</small>"]]
+
+
+def test_text_aligns_the_label_left_and_the_numbers_right():
+    t = Table(["setting", "pairs"], [["Gaussian", "500"], ["ResNet-18, random pairs", "64"]], caption="c")
+    lines = str(t).split("\n")
+    assert lines[0] == "c"
+    assert lines[1] == "setting" + " " * (len("ResNet-18, random pairs") - len("setting")) + "  pairs"
+    assert lines[2].startswith("Gaussian ") and lines[2].endswith("  500")
+    assert lines[3] == "ResNet-18, random pairs     64"
+    assert len({len(line) for line in lines[1:]}) == 1
+
+
+def test_a_ragged_row_or_an_unformatted_number_is_refused():
+    with pytest.raises(ValueError, match="row 1 has 1 cells but the header names 2"):
+        Table(["a", "b"], [["x", "y"], ["z"]])
+    with pytest.raises(TypeError, match="format numbers"):
+        Table(["a", "b"], [["x", 0.5]])
