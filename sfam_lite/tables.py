@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
+
 def _text(cell) -> str:
     return cell if isinstance(cell, str) else f"{cell[0]} ({cell[1]})"
 
