@@ -118,14 +118,15 @@ def _heat(heat, size) -> np.ndarray | None:
 
 def overlay(ax, image: torch.Tensor, heat: torch.Tensor | None = None, title: str | None = None,
             alpha: float = 0.5, cmap: str = "jet", mean=None, std=None):
-    """Draw ``image`` on ``ax`` with the min-max normalised ``heat`` map on top; return the heat-map artist."""
+    """Draw ``image`` on ``ax`` with the min-max normalised ``heat`` map on top; return the heat-map artist. The
+    title is set at 10 pt, readable when the figure is at most :data:`COLUMN_INCHES` wide."""
     ax.imshow(to_image(image, mean, std), cmap="gray" if image.shape[0] == 1 else None)
     artist = None
     if heat is not None:
         heat = minmax_normalize(heat.detach().float().cpu())
         artist = ax.imshow(heat.numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     return artist
 
@@ -136,22 +137,45 @@ def draw_box(ax, box, color: str = "white", lw: float = 1.5):
     ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), w, h, fill=False, color=color, lw=lw))
 
 
+#: The book's text column, in inches at matplotlib's 100 dpi (757 px): a figure drawn this wide shows its fonts at
+#: their size in points; a wider one is shrunk, and its text with it.
+COLUMN_INCHES = 7.5
+
+
+def map_colour_bar(fig, axes, cmap: str = "jet"):
+    """One colour bar beside ``axes`` for every heat map drawn by :func:`overlay` (each map min-max normalised
+    to [0, 1] before colouring, so one scale reads them all)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.8, aspect=30, pad=0.02)
+    bar.set_label("map value, min-max normalised per map", fontsize=10)
+    bar.ax.tick_params(labelsize=9)
+    return bar
+
+
 def compare_methods(images: torch.Tensor, boxes: torch.Tensor, query_index, support_index, explanations: dict,
                     mean=None, std=None, size: float = 1.6, row_titles=None):
     """Figure 3/4 of the paper: for each pair two rows (query, support), one column per method.
 
     ``explanations`` maps a method's name to an :class:`~sfam_lite.explainer.Explanation` of the pairs
     ``(query_index[i], support_index[i])`` (K = 1); ``None`` draws an empty panel ("not applicable"). Every panel
-    shows the ground-truth box; the first column the plain image."""
+    shows the ground-truth box; the first column the plain image; one colour bar serves every map. Panels are
+    ``size`` inches, smaller where the columns would not fit the book's text column (:data:`COLUMN_INCHES`)."""
+    import textwrap
     names = list(explanations)
-    rows = 2 * len(query_index)
-    fig, axes = plt.subplots(rows, len(names) + 1, figsize=(size * (len(names) + 1), size * rows), squeeze=False)
+    rows, cols = 2 * len(query_index), len(names) + 1
+    size = min(size, COLUMN_INCHES / (cols + 0.5))          # half a panel's width for the colour bar
+    fig, axes = plt.subplots(rows, cols, figsize=(size * (cols + 0.5), size * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for i, (q, s) in enumerate(zip(query_index, support_index)):
         for r, (idx, role) in enumerate([(int(q), "query"), (int(s), "support")]):
             row = axes[2 * i + r]
-            label = role if row_titles is None else f"{row_titles[i]}\n{role}"
             overlay(row[0], images[idx], mean=mean, std=std)
-            row[0].set_title(label, fontsize=8)
+            row[0].set_axis_on()                       # for the row's label, beside the plain image
+            row[0].set_xticks([])
+            row[0].set_yticks([])
+            row[0].spines[:].set_visible(False)
+            row[0].set_ylabel(role if row_titles is None else f"{row_titles[i]}\n{role}", fontsize=10)
             draw_box(row[0], boxes[idx])
             for c, name in enumerate(names, start=1):
                 out = explanations[name]
@@ -163,8 +187,8 @@ def compare_methods(images: torch.Tensor, boxes: torch.Tensor, query_index, supp
                     overlay(row[c], images[idx], heat, mean=mean, std=std)
                     draw_box(row[c], boxes[idx])
                 if 2 * i + r == 0:
-                    row[c].set_title(name, fontsize=9)
-    fig.tight_layout()
+                    row[c].set_title(textwrap.fill(name, 12, break_long_words=False), fontsize=10)
+    map_colour_bar(fig, axes)
     return fig
 
 
