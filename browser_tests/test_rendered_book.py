@@ -9,7 +9,8 @@ On every page: the page loads, no JavaScript error (console error or uncaught ex
 localhost (and every local request succeeds); every image of the content is present, decoded and not blank;
 math is typeset by the book's own MathJax (no raw TeX delimiters left, no TeX error, no automatic Sphinx
 equation number: equations carry the paper's numbers or none); no line of code or output runs past the right
-edge unseen (it fits, wraps, or scrolls with a visible scroll bar). Every static slider (``.sfam-slider``)
+edge unseen (it fits, wraps, or scrolls with a visible scroll bar); every figure of a cell's output has a caption
+and alt text. Every static slider (``.sfam-slider``)
 changes its image and its read-out when moved. Screenshots go to ``_build/screenshots/``.
 
 The checks are shown able to fail on small broken pages written in the test itself.
@@ -35,7 +36,8 @@ SHOTS = HTML.parent / "screenshots"
 CHROMIUM = os.environ.get("SFAM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT = {"width": 1366, "height": 768}        # a common laptop screen; its text column is 757 px
+PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
@@ -240,6 +242,50 @@ OVERFLOW_JS = """([sel, tolerance, minBar]) => {
 }"""
 
 
+# What a chapter prints fits its text column: no line of a cell's text output reaches past the block's edge, even
+# where the block would scroll (chapters print at most 88 characters a line; tables are HTML).
+OUTPUT_FIT_JS = """([sel, tolerance]) => {
+  const root = document.querySelector(sel) || document.body;
+  const bad = [];
+  for (const e of root.querySelectorAll('div.cell_output pre')) {
+    if (e.offsetParent === null) continue;
+    const box = e.getBoundingClientRect();
+    const edge = box.left + e.clientLeft + e.clientWidth;
+    let right = -Infinity;
+    const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      for (const m of n.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(n, m.index);
+        range.setEnd(n, m.index + m[0].length);
+        for (const r of range.getClientRects()) if (r.width > 0 && r.right > right) right = r.right;
+      }
+    }
+    const past = right + e.scrollLeft - edge;
+    if (past > tolerance)
+      bad.push(`output line ${Math.ceil(past)}px wider than the column: ` +
+               e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 60));
+  }
+  return bad;
+}"""
+
+# A figure a chapter draws is shown with a caption that says what to look at and alt text that describes it (not
+# the image's hashed file name); the static sliders' frames are the only images of cell outputs without one.
+CAPTIONS_JS = """(sel) => {
+  const root = document.querySelector(sel) || document.body;
+  const bad = [];
+  for (const img of root.querySelectorAll('div.cell_output img')) {
+    if (img.closest('.sfam-slider')) continue;
+    const figure = img.closest('figure'), caption = figure && figure.querySelector('figcaption');
+    const alt = (img.getAttribute('alt') || '').trim();
+    if (!caption || !caption.textContent.trim()) bad.push(`figure without a caption: ${img.getAttribute('src').slice(-40)}`);
+    if (alt.split(/\\s+/).length < 5 || /\\.(png|jpe?g|svg)$/i.test(alt))
+      bad.push(`figure without alt text (alt=${JSON.stringify(alt.slice(0, 40))}): ${img.getAttribute('src').slice(-40)}`);
+  }
+  return bad;
+}"""
+
+
 def page_problems(visit: Visit) -> list[str]:
     """Everything wrong with one loaded page (empty when the page is as a reader should see it)."""
     page, problems = visit.page, list(visit.problems)
@@ -255,6 +301,8 @@ def page_problems(visit: Visit) -> list[str]:
     problems += [f"automatic equation number {n} (label with the paper's number, \\tag{{n}}, or none)"
                  for n in math["eqno"]]
     problems += [f"code line {m}" for m in page.evaluate(OVERFLOW_JS, [CONTENT, OVERFLOW_TOLERANCE_PX, MIN_SCROLL_BAR_PX])]
+    problems += page.evaluate(CAPTIONS_JS, CONTENT)
+    problems += page.evaluate(OUTPUT_FIT_JS, [CONTENT, OVERFLOW_TOLERANCE_PX])
     return problems
 
 
@@ -363,6 +411,31 @@ def test_front_page_shows_the_localisation_tables(browser, book_url):
         assert len(t["sfam"]) == 1 and "±" in t["sfam"][0], t
 
 
+PHONE_PAGES = [PAGES[0], "notebooks/07_localisation", "notebooks/08_sanity_checks"]
+
+
+@pytest.mark.parametrize("doc", PHONE_PAGES)
+def test_page_on_a_phone_does_not_scroll_sideways(browser, book_url, doc):
+    """At a phone's 390 px the page itself never scrolls sideways: text and captions wrap, and a table or block
+    too wide for the screen scrolls inside its own box. Screenshots at both widths go to _build/screenshots/."""
+    visit = Visit(browser, f"{book_url}/{doc}.html")
+    try:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        name = doc.replace("/", "_")
+        visit.page.screenshot(path=str(SHOTS / f"{name}-1366.png"), full_page=True)
+        visit.page.set_viewport_size(PHONE)
+        visit.page.evaluate("() => document.fonts.ready.then(() => null)")
+        visit.page.screenshot(path=str(SHOTS / f"{name}-390.png"), full_page=True)
+        sideways = visit.page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        wide = visit.page.evaluate("""() => [...document.querySelectorAll('article *')].filter(e => {
+            const r = e.getBoundingClientRect();
+            return r.width > 0 && r.right > document.documentElement.clientWidth + 1 && !e.closest('pre, .highlight, div.output, .MathJax, mjx-container, table');
+          }).slice(0, 5).map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').trim().slice(0, 40))""")
+    finally:
+        visit.close()
+    assert sideways <= 1 and wide == [], f"{doc} at 390 px scrolls sideways by {sideways}px: {wide}"
+
+
 def test_sliders_move(browser, book_url):
     found = 0
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -396,19 +469,23 @@ def _png(width: int, height: int, pixel) -> bytes:
 
 
 GOOD_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
-<p>A figure:</p><img src="ramp.png">
+<p>A figure:</p><div class="cell_output"><figure><img src="ramp.png" alt="a ramp of colours from dark to light">
+<figcaption>A ramp: the colours grow lighter to the right.</figcaption></figure></div>
 <pre>short = "line"</pre>
 <pre style="white-space: pre-wrap; overflow-wrap: anywhere; width: 300px">{long}</pre>
 <pre style="overflow-x: scroll; width: 300px">{long}</pre>
+<div class="cell_output"><pre style="width: 300px; padding: 0">fits = "yes"</pre></div>
 <pre style="overflow-x: hidden; width: 40ch; padding: 0 2ch 0 0; margin: 0; border: 0">{into_padding}</pre>
 </article></body></html>"""
 
 BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
 <script>console.error("a console error"); undefinedFunction();</script>
 <img src="white.png"><img src="missing.png"><img src="http://example.invalid/remote.png">
+<div class="cell_output"><img src="ramp.png" alt="3f9a0c.png"></div>
 <p>Raw: $$ x^2 $$ and <span class="math">\\(y\\)</span></p>
 <pre style="overflow: hidden; width: 300px">{long}</pre>
 <span class="eqno">(6)</span>
+<div class="cell_output"><pre style="overflow-x: auto; width: 300px">{long}</pre></div>
 </article></body></html>"""
 
 # A block exactly 40 characters wide (the ch unit: the width of one monospace character in whatever font the
@@ -465,7 +542,9 @@ def test_checks_catch_a_broken_page(browser, fixture_site):
                      "request to a non-local host: http://example.invalid/remote.png", "HTTP 404 for",
                      "image is blank (one colour):", "white.png", "image not decoded: missing.png",
                      "raw TeX left in the text: 'Raw: $$", "math not typeset: \\(y\\)",
-                     "automatic equation number (6)", "past the edge (overflow-x hidden"]:
+                     "automatic equation number (6)", "past the edge (overflow-x hidden",
+                     "figure without a caption: ramp.png", 'figure without alt text (alt="3f9a0c.png")',
+                     "wider than the column: x = value+value"]:
         assert expected in problems, f"{expected!r} not reported; reported:\n{problems}"
 
 

@@ -160,3 +160,113 @@ def test_front_page_tables_are_glued_by_the_localisation_chapter():
         html = data.get("application/papermill.record/text/html", "")
         assert "synthetic benchmark" in html and "<table" in html, "the table must say it is on the synthetic benchmark"
         assert "remove-cell" in tags
+
+
+# What a reader sees as text: streams, and the plain text of outputs that have nothing richer to show. The book's
+# text column holds about 88 characters of output; a longer line is cut off or scrolls out of sight.
+OUTPUT_WIDTH = 88
+BOOKKEEPING = re.compile(r"\b(target|budget)\b[^\n]*:\s*(True|False)\b")
+
+
+def printed_lines(nb) -> list[tuple[int, str]]:
+    """``(cell index, line)`` of every line of text output in ``nb`` a reader sees as text."""
+    lines = []
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                text = "".join(out["text"])
+            elif set(out.get("data", {})) == {"text/plain"}:
+                text = "".join(out["data"]["text/plain"])
+            else:
+                continue
+            lines += [(i, line) for line in text.splitlines()]
+    return lines
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_printed_lines_fit_the_text_column(path):
+    long = [f"cell {i}, {len(line)} characters: {line[:60]}..." for i, line in printed_lines(json.loads(path.read_text()))
+            if len(line) > OUTPUT_WIDTH]
+    assert long == [], "print shorter lines, or show the table with sfam_lite.tables.Table"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_bookkeeping_is_printed_to_readers(path):
+    """Targets and budgets are checked by tests and benchmarks; a reader is not shown "target ...: False"."""
+    found = [f"cell {i}: {line}" for i, line in printed_lines(json.loads(path.read_text())) if BOOKKEEPING.search(line)]
+    assert found == []
+
+
+def test_output_rules_catch_a_long_line_and_a_printed_verdict_on_a_target():
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": ["x" * (OUTPUT_WIDTH + 1) + "\n", "short\n"]},
+        {"output_type": "execute_result", "data": {"text/plain": ["trained in 29.0 min (target: at most 6 min: False)"]}},
+        {"output_type": "display_data", "data": {"text/plain": ["y" * 200], "text/html": ["<table></table>"]}}]}]}
+    lines = printed_lines(nb)
+    assert [len(line) for _, line in lines] == [OUTPUT_WIDTH + 1, 5, 50]          # the HTML output is not text
+    assert [bool(BOOKKEEPING.search(line)) for _, line in lines] == [False, False, True]
+
+
+def uncaptioned_figures(nb) -> list[str]:
+    """Code cells of ``nb`` that draw a figure (an image output) without a caption or alt text in their myst-nb
+    metadata (``mystnb.figure.caption``, ``mystnb.image.alt``): in the book such an image has no ``<figcaption>``
+    and its alt text is a hashed file name."""
+    missing = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code" or not any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            continue
+        meta = cell.get("metadata", {}).get("mystnb", {})
+        for what, value in (("caption", meta.get("figure", {}).get("caption")), ("alt text", meta.get("image", {}).get("alt"))):
+            if not (isinstance(value, str) and len(value.split()) >= 5):
+                missing.append(f"cell {i}: no {what}")
+    return missing
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_figure_has_a_caption_and_alt_text(path):
+    assert uncaptioned_figures(json.loads(path.read_text())) == []
+
+
+def test_caption_rule_catches_a_bare_figure_and_a_one_word_alt():
+    png = {"output_type": "display_data", "data": {"image/png": "iVBOR"}}
+    cells = [{"cell_type": "code", "metadata": {}, "outputs": [png]},
+             {"cell_type": "code", "metadata": {"mystnb": {"figure": {"caption": "What the panels show, and why."},
+                                                           "image": {"alt": "plot"}}}, "outputs": [png]},
+             {"cell_type": "code", "metadata": {}, "outputs": [{"output_type": "stream", "text": ["no figure"]}]}]
+    assert uncaptioned_figures({"cells": cells}) == ["cell 0: no caption", "cell 0: no alt text", "cell 1: no alt text"]
+
+
+# The book's text column at a 1366 px screen is 757 px: a figure saved wider (matplotlib's inline figures: 100 dpi,
+# so wider than 7.5 in) is shrunk to fit, and the text in it shrinks with it below its size in points.
+COLUMN_PX = 770
+
+
+def figure_widths(nb) -> list[tuple[int, int]]:
+    """``(cell index, width in px)`` of every PNG a code cell of ``nb`` shows."""
+    import base64
+    import struct
+    widths = []
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {}).get("image/png")
+            if data:
+                png = base64.b64decode(data if isinstance(data, str) else "".join(data))
+                widths.append((i, struct.unpack(">I", png[16:20])[0]))
+    return widths
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_figures_fit_the_text_column_unshrunk(path):
+    wide = [f"cell {i}: {w} px" for i, w in figure_widths(json.loads(path.read_text())) if w > COLUMN_PX]
+    assert wide == [], "draw the figure at most sfam_lite.plotting.COLUMN_INCHES wide"
+
+
+def test_figure_width_rule_reads_the_png_header():
+    import base64
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (COLUMN_PX + 1, 3)).save(buffer, format="PNG")
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": {"image/png": base64.b64encode(buffer.getvalue()).decode()}}]}]}
+    assert figure_widths(nb) == [(0, COLUMN_PX + 1)]
