@@ -457,8 +457,44 @@ def _shrink(panel: np.ndarray, factor: float) -> np.ndarray:
                                                     Image.Resampling.BOX))
 
 
+#: height in pixels of the band above a frame's panels that names them (:func:`threshold_frames`)
+LABEL_BAND = 16
+
+
+def _fitted(draw, text: str, width: float, largest: int = 12, smallest: int = 7):
+    """``(text, font)``: ``text`` in the largest default font size from ``largest`` down to ``smallest`` that fits
+    ``width`` pixels, shortened with "…" if even the smallest does not."""
+    from PIL import ImageFont
+    for size in range(largest, smallest - 1, -1):
+        font = ImageFont.load_default(size=size)
+        if draw.textlength(text, font=font) <= width:
+            return text, font
+    while len(text) > 1 and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…", font
+
+
+def _label_panels(frame: np.ndarray, columns, undefined) -> np.ndarray:
+    """``frame`` with a white band on top naming each panel (``columns``: ``(x, width, label)``), and "not
+    defined" written across the panels at the ``undefined`` positions; drawn without anti-aliasing (black and
+    white only), each text within its panel, so the frame gains at most those two colours."""
+    from PIL import Image, ImageDraw
+    image = Image.new("RGB", (frame.shape[1], frame.shape[0] + LABEL_BAND), (255, 255, 255))
+    image.paste(Image.fromarray(frame), (0, LABEL_BAND))
+    draw = ImageDraw.Draw(image)
+    draw.fontmode = "1"
+    for i, (x, width, label) in enumerate(columns):
+        text, font = _fitted(draw, label, width - 4)
+        draw.text((x + width / 2, LABEL_BAND / 2), text, fill=(0, 0, 0), font=font, anchor="mm")
+        if i in undefined:
+            text, font = _fitted(draw, "not defined", width - 4)
+            draw.text((x + width / 2, LABEL_BAND + frame.shape[0] / 2), text, fill=(255, 255, 255), font=font,
+                      anchor="mm")
+    return np.asarray(image)
+
+
 def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE_THRESHOLDS, scale: int = 1,
-                     colors: int | None = 62, max_width: int | None = MAX_FRAME_WIDTH):
+                     colors: int | None = 62, max_width: int | None = MAX_FRAME_WIDTH, labels: bool = True):
     """Frames and read-outs for :func:`sfam_lite.slider.static_slider`: for each threshold one row of panels, the
     query image with its true box, then each method's query map for ``state``'s pair with its kept pixels
     (the rest dimmed), the true box (white) and the predicted box (magenta); the read-out lists each method's IoU.
@@ -467,19 +503,22 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
     shared by every frame (:func:`quantize`, :func:`sfam_lite.slider.shared_palette`: the query panel looks the same
     at every threshold) before the boxes are drawn in their exact colours, so a frame has at most ``colors + 2``
     colours and is stored losslessly with a palette; None keeps every colour. ``max_width``: a row wider than this
-    is made of panels shrunk to fit (the boxes drawn at the shrunk size); None keeps the panels' size."""
+    is made of panels shrunk to fit (the boxes drawn at the shrunk size); None keeps the panels' size. ``labels``:
+    a band of :data:`LABEL_BAND` px above the panels names them ("query", then each method), and a method not
+    defined for the model says so on its panel."""
     methods = [check_choice(m, "method", explorer.methods(state.model)) for m in methods]
     if not methods:
         raise ValueError("methods is empty; give at least one method, e.g. ['sfam'].")
     g = explorer._gallery(state.model)
-    frames, readouts = [], []
+    frames, readouts, undefined = [], [], set()            # undefined: panels of methods the model lacks
     for t in thresholds:
         views = [explorer.view(replace(state, method=m, threshold=float(t))) for m in methods]
         v0 = views[0]
         panels = [render_panel(v0.query_image, mean=g.mean, std=g.std, scale=scale)]
         boxes, parts = [[(v0.true_box, TRUE_BOX)]], []
-        for m, v in zip(methods, views):
+        for j, (m, v) in enumerate(zip(methods, views), start=1):
             if v.query_map is None:
+                undefined.add(j)
                 panels.append(render_panel(v.query_image, mean=g.mean, std=g.std, scale=scale, dim=0.2,
                                            mask=np.zeros(g.size, bool)))
                 boxes.append([])
@@ -499,12 +538,16 @@ def threshold_frames(explorer: Explorer, state: State, methods, thresholds=CURVE
         readouts.append(f"threshold {float(t):.2f} — IoU " + " · ".join(parts))
     # one palette for every threshold, so that what does not change (the query panel) keeps its colours
     palette = shared_palette([frame for frame, *_ in frames], colors) if colors is not None else None
+    names = ["query", *(METHODS[m] for m in methods)]
     out = []
     for frame, boxes_at, box_scale in frames:
         frame = (quantize(frame, colors, palette) if palette is not None else frame).copy()
         for x, width, panel_boxes in boxes_at:
             for box, color in panel_boxes:
                 _draw_box_pixels(frame[:, x:x + width], box, color, box_scale)
+        if labels:
+            frame = _label_panels(frame, [(x, width, name) for (x, width, _), name in zip(boxes_at, names)],
+                                  undefined)
         out.append(frame)
     return out, readouts
 

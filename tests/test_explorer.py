@@ -263,7 +263,7 @@ def test_frames_for_the_static_slider(setup):
     before = counters["GPW"].calls
     state = State("GPW", metric="cosine", sample=0)
     methods = ["sfam", "ram", "decomposition"]
-    frames, readouts = threshold_frames(explorer, state, methods, colors=30)
+    frames, readouts = threshold_frames(explorer, state, methods, colors=30, labels=False)
     assert len(frames) == len(readouts) == len(CURVE_THRESHOLDS)
     for t, frame, text in zip(CURVE_THRESHOLDS, frames, readouts):
         assert frame.shape == (SIZE, 4 * SIZE + 3 * 2, 3)
@@ -271,7 +271,7 @@ def test_frames_for_the_static_slider(setup):
         expected = " · ".join(f"{METHODS[m]} {explorer.view(replace(state, method=m, threshold=t)).iou:.2f}"
                               for m in methods)
         assert text == f"threshold {t:.2f} — IoU {expected}"
-    again, _ = threshold_frames(explorer, state, methods, colors=30)
+    again, _ = threshold_frames(explorer, state, methods, colors=30, labels=False)
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))
     # the query panel (with its true box) is the same picture at every threshold: one palette keeps it so
     assert all(np.array_equal(f[:, :SIZE], frames[0][:, :SIZE]) for f in frames[1:])
@@ -317,6 +317,29 @@ def test_widgets_driven_headless(setup):
     assert "application/vnd.jupyter.widget-view+json" in bundle
 
 
+def test_frames_name_their_panels_and_say_where_a_method_is_not_defined(setup):
+    """A band above the panels names each one (ink over every panel's column, nowhere else); the panel of a method
+    the model lacks (Decomposition on a Euclidean model) says so in white; below the band the picture is the
+    unlabelled frame, and the band adds only black to its colours."""
+    galleries, _, _ = setup
+    explorer = Explorer(galleries)
+    methods = ["sfam", "decomposition"]
+    plain, _ = threshold_frames(explorer, State("FRN"), methods, colors=30, labels=False)
+    named, _ = threshold_frames(explorer, State("FRN"), methods, colors=30)
+    from sfam_lite.explorer import LABEL_BAND
+    for p, n in zip(plain, named):
+        assert n.shape == (p.shape[0] + LABEL_BAND, p.shape[1], 3)
+        band, below = n[:LABEL_BAND], n[LABEL_BAND:]
+        ink = (band < 128).all(-1)
+        for x in (0, SIZE + 2, 2 * (SIZE + 2)):                        # the three panels' columns
+            assert ink[:, x:x + SIZE].sum() > 5
+        assert not ink[:, SIZE:SIZE + 2].any() and not ink[:, 2 * SIZE + 2:2 * SIZE + 4].any()   # the gaps
+        assert set(map(tuple, band.reshape(-1, 3))) <= {(0, 0, 0), (255, 255, 255)}
+        assert np.array_equal(below[:, :2 * SIZE + 2], p[:, :2 * SIZE + 2])      # query and SFAM untouched
+        written = (below[:, 2 * (SIZE + 2):] != p[:, 2 * (SIZE + 2):]).any(-1)
+        assert written.any() and (below[:, 2 * (SIZE + 2):][written] == 255).all()   # "not defined", in white
+
+
 def test_importing_the_package_imports_no_widgets_and_no_pyplot():
     code = ("import sys, sfam_lite, sfam_lite.explorer, sfam_lite.slider\n"
             "print(sorted(m for m in sys.modules if m.startswith(('ipywidgets', 'matplotlib.pyplot'))))")
@@ -332,8 +355,8 @@ def test_frames_wider_than_the_column_are_made_of_shrunk_panels(setup):
     explorer = Explorer(galleries)
     state = State("GPW", metric="cosine", sample=0)
     methods = ["sfam", "ram", "decomposition"]
-    full, text = threshold_frames(explorer, state, methods, colors=None, max_width=None)
-    small, small_text = threshold_frames(explorer, state, methods, colors=None, max_width=70)
+    full, text = threshold_frames(explorer, state, methods, colors=None, max_width=None, labels=False)
+    small, small_text = threshold_frames(explorer, state, methods, colors=None, max_width=70, labels=False)
     assert full[0].shape == (SIZE, 4 * SIZE + 3 * 2, 3) and small_text == text
     width = (70 - 3 * 2) // 4                            # four panels and three gaps of 2 px in 70 px
     for f, s in zip(full, small):
