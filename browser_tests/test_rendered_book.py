@@ -198,8 +198,9 @@ MATH_JS = """(sel) => {
           eqno: [...root.querySelectorAll('span.eqno')].map(e => e.textContent.trim())};
 }"""
 
-# A line of code or output is cut off when one of its glyphs lies past the right edge of what its block shows,
-# and the block does not scroll with a visible scroll bar. The glyphs themselves are measured (the text's boxes,
+# A line of code is cut off when one of its glyphs lies past the right edge of what its block shows, and the
+# block does not scroll with a visible scroll bar; a line of printed output must fit without scrolling (chapters
+# print at most 88 characters a line, and show tables as HTML). The glyphs themselves are measured (the text's boxes,
 # from a Range), not the block's scrollWidth: scrollWidth counts the block's right padding, so a line that only
 # reaches into the padding (every glyph seen) was reported as 5 px "cut off" on one Chromium and not on another.
 # What the check allows, and why: 0.5 px for sub-pixel rounding, nothing more. The visible edge is the inner
@@ -231,43 +232,21 @@ OVERFLOW_JS = """([sel, tolerance, minBar]) => {
     }
     const past = right + e.scrollLeft - edge;                   // as if scrolled to the start
     if (!(past > tolerance)) continue;                          // every glyph is in sight (fits, or wraps)
+    const longest = e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '');
+    if (e.closest('div.cell_output')) {                         // printed output must fit, scroll bar or not
+      bad.push(`output line ${Math.ceil(past)}px wider than the column: ${longest.slice(0, 60)}`);
+      continue;
+    }
     const s = getComputedStyle(e);
     const scrolls = s.overflowX === 'auto' || s.overflowX === 'scroll';
     const bar = e.offsetHeight - e.clientHeight - parseFloat(s.borderTopWidth) - parseFloat(s.borderBottomWidth);
     if (!(scrolls && bar >= minBar))
-      bad.push(`${Math.ceil(past)}px of text past the edge (overflow-x ${s.overflowX}, scroll bar ${bar}px): ` +
-               e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 70));
+      bad.push(`code line ${Math.ceil(past)}px of text past the edge (overflow-x ${s.overflowX}, scroll bar ${bar}px): ` +
+               longest.slice(0, 70));
   }
   return bad;
 }"""
 
-
-# What a chapter prints fits its text column: no line of a cell's text output reaches past the block's edge, even
-# where the block would scroll (chapters print at most 88 characters a line; tables are HTML).
-OUTPUT_FIT_JS = """([sel, tolerance]) => {
-  const root = document.querySelector(sel) || document.body;
-  const bad = [];
-  for (const e of root.querySelectorAll('div.cell_output pre')) {
-    if (e.offsetParent === null) continue;
-    const box = e.getBoundingClientRect();
-    const edge = box.left + e.clientLeft + e.clientWidth;
-    let right = -Infinity;
-    const walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
-    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
-      for (const m of n.data.matchAll(/\\S+/g)) {
-        const range = document.createRange();
-        range.setStart(n, m.index);
-        range.setEnd(n, m.index + m[0].length);
-        for (const r of range.getClientRects()) if (r.width > 0 && r.right > right) right = r.right;
-      }
-    }
-    const past = right + e.scrollLeft - edge;
-    if (past > tolerance)
-      bad.push(`output line ${Math.ceil(past)}px wider than the column: ` +
-               e.textContent.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 60));
-  }
-  return bad;
-}"""
 
 # A figure a chapter draws is shown with a caption that says what to look at and alt text that describes it (not
 # the image's hashed file name); the static sliders' frames are the only images of cell outputs without one.
@@ -300,9 +279,8 @@ def page_problems(visit: Visit) -> list[str]:
     problems += [f"raw TeX left in the text: {m!r}" for m in math["raw"]]
     problems += [f"automatic equation number {n} (label with the paper's number, \\tag{{n}}, or none)"
                  for n in math["eqno"]]
-    problems += [f"code line {m}" for m in page.evaluate(OVERFLOW_JS, [CONTENT, OVERFLOW_TOLERANCE_PX, MIN_SCROLL_BAR_PX])]
+    problems += page.evaluate(OVERFLOW_JS, [CONTENT, OVERFLOW_TOLERANCE_PX, MIN_SCROLL_BAR_PX])
     problems += page.evaluate(CAPTIONS_JS, CONTENT)
-    problems += page.evaluate(OUTPUT_FIT_JS, [CONTENT, OVERFLOW_TOLERANCE_PX])
     return problems
 
 
