@@ -249,11 +249,16 @@ OVERFLOW_JS = """([sel, tolerance, minBar]) => {
 
 
 # A figure a chapter draws is shown with a caption that says what to look at and alt text that describes it (not
-# the image's hashed file name); the static sliders' frames are the only images of cell outputs without one.
-CAPTIONS_JS = """(sel) => {
+# the image's hashed file name); the static sliders' frames are the only images of cell outputs without one. No
+# picture of a cell's output is stored wider than the column of a 1366 px screen (757 px, with a little margin):
+# a wider one is shrunk to fit, and the text drawn in it with it.
+MAX_IMAGE_PX = 770
+CAPTIONS_JS = """([sel, maxWidth]) => {
   const root = document.querySelector(sel) || document.body;
   const bad = [];
   for (const img of root.querySelectorAll('div.cell_output img')) {
+    if (img.naturalWidth > maxWidth)
+      bad.push(`picture ${img.naturalWidth}px wide, shrunk with its text into the column: ${img.getAttribute('src').slice(-40)}`);
     if (img.closest('.sfam-slider')) continue;
     const figure = img.closest('figure'), caption = figure && figure.querySelector('figcaption');
     const alt = (img.getAttribute('alt') || '').trim();
@@ -280,7 +285,7 @@ def page_problems(visit: Visit) -> list[str]:
     problems += [f"automatic equation number {n} (label with the paper's number, \\tag{{n}}, or none)"
                  for n in math["eqno"]]
     problems += page.evaluate(OVERFLOW_JS, [CONTENT, OVERFLOW_TOLERANCE_PX, MIN_SCROLL_BAR_PX])
-    problems += page.evaluate(CAPTIONS_JS, CONTENT)
+    problems += page.evaluate(CAPTIONS_JS, [CONTENT, MAX_IMAGE_PX])
     return problems
 
 
@@ -459,7 +464,7 @@ GOOD_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><ar
 BROKEN_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><article>
 <script>console.error("a console error"); undefinedFunction();</script>
 <img src="white.png"><img src="missing.png"><img src="http://example.invalid/remote.png">
-<div class="cell_output"><img src="ramp.png" alt="3f9a0c.png"></div>
+<div class="cell_output"><img src="ramp.png" alt="3f9a0c.png"><img src="wide.png" alt="a wide grey test strip"></div>
 <p>Raw: $$ x^2 $$ and <span class="math">\\(y\\)</span></p>
 <pre style="overflow: hidden; width: 300px">{long}</pre>
 <span class="eqno">(6)</span>
@@ -491,6 +496,7 @@ def fixture_site(tmp_path_factory):
     (site / "ramp.png").write_bytes(_png(64, 64, lambda x, y: (4 * x, 4 * y, 128)))
     (site / "ramp2.png").write_bytes(_png(64, 64, lambda x, y: (255 - 4 * x, 60, 4 * y)))
     (site / "white.png").write_bytes(_png(64, 64, lambda x, y: (255, 255, 255)))
+    (site / "wide.png").write_bytes(_png(MAX_IMAGE_PX + 1, 2, lambda x, y: (x % 256, 90, 90)))
     # a 41-character line in a 40-character block with two characters of right padding: every glyph is in sight
     (site / "good.html").write_text(GOOD_PAGE.format(long=long, into_padding="y" * 41))
     (site / "broken.html").write_text(BROKEN_PAGE.format(long=long))
@@ -522,7 +528,7 @@ def test_checks_catch_a_broken_page(browser, fixture_site):
                      "raw TeX left in the text: 'Raw: $$", "math not typeset: \\(y\\)",
                      "automatic equation number (6)", "past the edge (overflow-x hidden",
                      "figure without a caption: ramp.png", 'figure without alt text (alt="3f9a0c.png")',
-                     "wider than the column: x = value+value"]:
+                     "wider than the column: x = value+value", f"picture {MAX_IMAGE_PX + 1}px wide"]:
         assert expected in problems, f"{expected!r} not reported; reported:\n{problems}"
 
 
