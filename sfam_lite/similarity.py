@@ -224,7 +224,7 @@ def swap_statistics(maps: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def half_blur_drops(similarity: PairSimilarity, composites: torch.Tensor, supports: torch.Tensor,
-                    batch: int = 128, kernel_size: int = 11, sigma: float = 5.0) -> dict:
+                    batch: int | None = None, kernel_size: int = 11, sigma: float = 5.0) -> dict:
     """Is the *model* object-specific? Its own similarity (a :class:`sfam_lite.sanity.PairSimilarity`, e.g. FRN's
     minus reconstruction distance or GPW's cosine) of each composite to each support of its pair, intact, with the
     shared half blurred, and with the other half blurred (:func:`sfam_lite.sanity.blurred`, RISE's blur).
@@ -246,7 +246,7 @@ def half_blur_drops(similarity: PairSimilarity, composites: torch.Tensor, suppor
 
 @torch.no_grad()
 def half_change_drops(similarity: PairSimilarity, composites: torch.Tensor, supports: torch.Tensor,
-                      left_changed: torch.Tensor, right_changed: torch.Tensor, batch: int = 128) -> dict:
+                      left_changed: torch.Tensor, right_changed: torch.Tensor, batch: int | None = None) -> dict:
     """The model's similarity of each composite to each support of its pair, intact and with one half changed:
     ``left_changed`` / ``right_changed`` ``(2n, C, H, W)`` are the composites with their left / right half changed
     (blurred, :func:`half_blur_drops`; or with the bird of that half removed, a counterfactual the synthetic
@@ -257,7 +257,11 @@ def half_change_drops(similarity: PairSimilarity, composites: torch.Tensor, supp
     combinations averaged) ``drop_shared`` = similarity intact minus with the shared half changed, ``drop_other``
     the same for the other half, ``difference`` = ``drop_shared − drop_other`` and ``shared_larger`` (the share of
     combinations with ``drop_shared > drop_other``): each ``(mean, 95 % half-width)`` over pairs, with
-    ``per_pair``."""
+    ``per_pair``. ``batch`` composite–support combinations are scored at a time, each in its three variants: by
+    default 128 up to 96 px and fewer above, the same number of pixels (:func:`sfam_lite.memory.images_per_batch`;
+    at 227 px, 128 combinations were 384 ResNet-50 passes at once and took chapter 10 on CUB to 10.3 GiB)."""
+    from .memory import images_per_batch
+    batch = batch or images_per_batch(tuple(composites.shape[-2:]), at_96=128)
     m = len(composites)
     if left_changed.shape != composites.shape or right_changed.shape != composites.shape:
         raise ValueError(f"left_changed and right_changed must have the composites' shape {tuple(composites.shape)}, "

@@ -234,3 +234,24 @@ def test_half_blur_drops_match_a_loop_over_combinations():
         assert out["per_pair"]["drop_other"][p].item() == pytest.approx(sum(other) / 4, abs=1e-12)
         larger = sum(a > b for a, b in zip(shared, other)) / 4
         assert out["per_pair"]["shared_larger"][p].item() == pytest.approx(larger)
+
+
+def test_half_change_drops_score_large_images_in_batches_of_a_fixed_number_of_pixels(monkeypatch):
+    """At 96 px the combinations run 128 at a time (each in three variants); at 227 px only as many as hold the
+    same pixels (22): 128 were 384 ResNet-50 passes at once on CUB. Every drop is the one scored one at a time."""
+    from sfam_lite import memory
+    from sfam_lite.similarity import half_change_drops
+    seen = []
+    score = lambda q, code: seen.append(len(q)) or q.mean(dim=(1, 2, 3)) * code            # noqa: E731
+    sim = PairSimilarity(lambda s: s.mean(dim=(1, 2, 3)), score)
+    g = torch.Generator().manual_seed(1)
+    for side, per_batch in ((96, 128), (227, 128 * 96 * 96 // (227 * 227))):
+        comp, supports = torch.rand(100, 1, side, side, generator=g), torch.rand(100, 1, side, side, generator=g)
+        left, right = comp * 0.5, comp * 0.25
+        seen.clear()
+        by_default = half_change_drops(sim, comp, supports, left, right)
+        assert max(seen) == 3 * per_batch and sum(seen) == 3 * 2 * len(comp)
+        one_by_one = half_change_drops(sim, comp, supports, left, right, batch=1)
+        for key in ("drop_shared", "drop_other", "difference"):
+            assert torch.allclose(by_default["per_pair"][key], one_by_one["per_pair"][key], atol=1e-6)
+    assert memory.images_per_batch((227, 227), at_96=128) == 22
