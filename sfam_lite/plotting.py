@@ -131,6 +131,16 @@ def overlay(ax, image: torch.Tensor, heat: torch.Tensor | None = None, title: st
     return artist
 
 
+def label_row(ax, text: str, **ylabel):
+    """Write ``text`` beside ``ax``, the first panel of a row of pictures, at 10 pt (:func:`overlay` turns the axis
+    off; this turns it back on without its ticks and frame). ``ylabel``: more arguments of ``set_ylabel``."""
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.spines[:].set_visible(False)
+    ax.set_ylabel(text, **{"fontsize": 10, **ylabel})
+
+
 def draw_box(ax, box, color: str = "white", lw: float = 1.5):
     """Draw a box ``(x, y, w, h)`` in pixel-edge coordinates on an ``imshow`` axis (pixel centres at integers)."""
     x, y, w, h = [float(v) for v in box]
@@ -171,11 +181,7 @@ def compare_methods(images: torch.Tensor, boxes: torch.Tensor, query_index, supp
         for r, (idx, role) in enumerate([(int(q), "query"), (int(s), "support")]):
             row = axes[2 * i + r]
             overlay(row[0], images[idx], mean=mean, std=std)
-            row[0].set_axis_on()                       # for the row's label, beside the plain image
-            row[0].set_xticks([])
-            row[0].set_yticks([])
-            row[0].spines[:].set_visible(False)
-            row[0].set_ylabel(role if row_titles is None else f"{row_titles[i]}\n{role}", fontsize=10)
+            label_row(row[0], role if row_titles is None else f"{row_titles[i]}\n{role}")
             draw_box(row[0], boxes[idx])
             for c, name in enumerate(names, start=1):
                 out = explanations[name]

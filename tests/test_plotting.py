@@ -33,3 +33,27 @@ def test_compare_methods_fits_the_text_column_with_one_colour_bar():
         assert [t.get_text() for t in panels[5].texts] == ["—"]          # not applicable: a dash, no map
     finally:
         plt.close(fig)
+
+
+def test_label_row_writes_beside_a_picture_without_ticks_or_frame():
+    """overlay turns the axis off, which would hide a y label: label_row shows the label at 10 pt (or as asked) and
+    nothing else of the axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from sfam_lite.plotting import label_row, overlay
+    fig, (plain, labelled) = plt.subplots(1, 2)
+    try:
+        for ax in (plain, labelled):
+            overlay(ax, torch.rand(3, 8, 8))
+        label_row(labelled, "GPW\nsupport A")
+        assert not plain.axison and plain.get_ylabel() == ""
+        assert labelled.axison and labelled.get_ylabel() == "GPW\nsupport A"
+        assert labelled.yaxis.label.get_fontsize() == 10 and labelled.yaxis.label.get_visible()
+        assert list(labelled.get_xticks()) == [] and list(labelled.get_yticks()) == []
+        assert not any(spine.get_visible() for spine in labelled.spines.values())
+        label_row(plain, "SFAM", rotation=0, fontsize=9)
+        assert plain.yaxis.label.get_rotation() == 0 and plain.yaxis.label.get_fontsize() == 9
+    finally:
+        plt.close(fig)
