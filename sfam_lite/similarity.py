@@ -258,10 +258,10 @@ def half_change_drops(similarity: PairSimilarity, composites: torch.Tensor, supp
     the same for the other half, ``difference`` = ``drop_shared − drop_other`` and ``shared_larger`` (the share of
     combinations with ``drop_shared > drop_other``): each ``(mean, 95 % half-width)`` over pairs, with
     ``per_pair``. ``batch`` composite–support combinations are scored at a time, each in its three variants: by
-    default 128 up to 96 px and fewer above, the same number of pixels (:func:`sfam_lite.memory.images_per_batch`;
-    at 227 px, 128 combinations were 384 ResNet-50 passes at once and took chapter 10 on CUB to 10.3 GiB)."""
-    from .memory import images_per_batch
-    batch = batch or images_per_batch(tuple(composites.shape[-2:]), at_96=128)
+    default :data:`sfam_lite.memory.SCORED_COMBINATIONS_AT_96_PX` up to 96 px and fewer above, the same number of
+    pixels (:func:`sfam_lite.memory.images_per_batch`)."""
+    from .memory import SCORED_COMBINATIONS_AT_96_PX, images_per_batch
+    batch = batch or images_per_batch(tuple(composites.shape[-2:]), at_96=SCORED_COMBINATIONS_AT_96_PX)
     m = len(composites)
     if left_changed.shape != composites.shape or right_changed.shape != composites.shape:
         raise ValueError(f"left_changed and right_changed must have the composites' shape {tuple(composites.shape)}, "
