@@ -172,12 +172,13 @@ def format_html(result: Result, title: str, threshold: float = 0.2, which: str =
     it): per method the ``which`` maps' mean IoU and localisation accuracy at ``threshold``, each ± the half-width
     of its 95 % interval; for the query maps also their mass in the box (threshold-free) and the paper's CUB
     numbers (:data:`PAPER_CUB`, reported for query maps); "—" where a method does not apply. The caption names
-    ``title``, the data (the synthetic benchmark or CUB-200-2011, read from the model's name) and the intervals'
+    ``title``, the data (:func:`sfam_lite.zoo.data_name` of the model) and the intervals'
     units."""
-    import html
+    from .tables import Table
+    from .zoo import data_name
     info = result.info
     unit = "episodes" if result.groups is not None else "samples"
-    data = "the synthetic benchmark" if "synthetic" in str(info.get("model")) else "CUB-200-2011"
+    data = data_name(info.get("model"))
     query = which == "query"
     cell = lambda value: "—" if value is None else f"{value[0]:.1f} ± {value[1]:.1f}"      # noqa: E731
     rows = []
@@ -186,20 +187,17 @@ def format_html(result: Result, title: str, threshold: float = 0.2, which: str =
         if query:
             paper = ["", ""] if ref == "n/a" else ["—", "—"] if ref is None else [f"{ref[0]:.2f}", f"{ref[1]:.2f}"]
             values += [cell(in_box), *paper]
-        rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
+        rows.append(values)
     caption = (f"{title}, on {data} (model {info.get('model')}, {info.get('explained_samples')} explained samples): "
                f"{which} maps, threshold {threshold:g}" + (" (the mass in the box needs none)" if query else "")
                + f", 95 % intervals over {unit}."
                + (" The last two columns are the paper's numbers on CUB-200-2011, for comparison only." if query
                   else ""))
-    if query:
-        head = (f"<tr><th rowspan='2'>method</th><th colspan='3'>this book, {data}</th>"
-                "<th colspan='2'>the paper, CUB-200-2011</th></tr>"
-                "<tr><th>IoU (%)</th><th>LocAcc (%)</th><th>mass in box (%)</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>")
-    else:
-        head = "<tr><th>method</th><th>IoU (%)</th><th>LocAcc (%)</th></tr>"
-    return (f"<table class='sfam-headline'><caption>{html.escape(caption)}</caption><thead>{head}</thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    header = ["method", "IoU (%)", "LocAcc (%)"]
+    if not query:
+        return Table(header, rows, caption)._repr_html_()
+    return Table([*header, "mass in box (%)", "IoU (%)", "LocAcc (%)"], rows, caption,
+                 groups=[("", 1), (f"this book, {data}", 3), ("the paper, CUB-200-2011", 2)])._repr_html_()
 
 
 def _evaluate_pairs(setup, maps, boxes, q_idx, s_idx, groups, methods, thresholds, priors, seed, size, progress,

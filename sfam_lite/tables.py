@@ -24,10 +24,18 @@ def _html(cell) -> str:
 class Table:
     """``header`` names the columns; each row gives one cell per column, a string or ``(value, note)`` (the note
     shown small under the value, in brackets after it in text). The first column is the row's label, left aligned;
-    the others are right aligned with tabular figures (the book's ``table.sfam-headline`` style)."""
+    the others are right aligned with tabular figures (the book's ``table.sfam-headline`` style). ``groups``, a
+    list of ``(label, columns)`` covering the header from left to right, puts a row of labels above it, each over
+    that many columns (e.g. ``[("", 1), ("this book", 3), ("the paper", 2)]``)."""
 
-    def __init__(self, header: Sequence[str], rows: Sequence[Sequence], caption: str = ""):
+    def __init__(self, header: Sequence[str], rows: Sequence[Sequence], caption: str = "",
+                 groups: Sequence[tuple[str, int]] = ()):
         self.header, self.rows, self.caption = [str(h) for h in header], [list(r) for r in rows], caption
+        self.groups = [(str(label), int(span)) for label, span in groups]
+        if self.groups and (any(span < 1 for _, span in self.groups)
+                            or sum(span for _, span in self.groups) != len(self.header)):
+            raise ValueError(f"groups must cover the {len(self.header)} columns with spans of at least 1, got "
+                             f"{self.groups!r}.")
         for i, row in enumerate(self.rows):
             if len(row) != len(self.header):
                 raise ValueError(f"row {i} has {len(row)} cells but the header names {len(self.header)} columns: "
@@ -40,14 +48,25 @@ class Table:
 
     def _repr_html_(self) -> str:
         caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
+        groups = "".join(f"<th colspan='{span}'>{html.escape(label)}</th>" for label, span in self.groups)
+        head = (f"<tr>{groups}</tr>" if groups else "") + "<tr>" + "".join(
+            f"<th>{html.escape(h)}</th>" for h in self.header) + "</tr>"
         body = "".join("<tr>" + "".join(f"<td>{_html(c)}</td>" for c in row) + "</tr>" for row in self.rows)
-        return f"<table class='sfam-headline'>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return f"<table class='sfam-headline'>{caption}<thead>{head}</thead><tbody>{body}</tbody></table>"
 
     def __str__(self) -> str:
         cells = [self.header, *[[_text(c) for c in row] for row in self.rows]]
         widths = [max(len(r[j]) for r in cells) for j in range(len(self.header))]
         lines = [self.caption] if self.caption else []
+        start = 0
+        for label, span in self.groups:      # widen a group's last column until its label fits over the group
+            width = sum(widths[start:start + span]) + 2 * (span - 1)
+            widths[start + span - 1] += max(0, len(label) - width)
+            start += span
+        if self.groups:
+            edges = [0, *(sum(span for _, span in self.groups[:k + 1]) for k in range(len(self.groups)))]
+            lines.append("  ".join(label.ljust(sum(widths[a:b]) + 2 * (b - a - 1))
+                                   for (label, _), a, b in zip(self.groups, edges, edges[1:])))
         for row in cells:
             lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         return "\n".join(line.rstrip() for line in lines)

@@ -69,6 +69,16 @@ RECIPES = {
 }
 
 
+def data_name(model: str) -> str:
+    """What a model's numbers were measured on, for captions: ``"the synthetic benchmark"`` for the ``-synthetic``
+    models, ``"CUB-200-2011"`` for the ``-cub`` ones, and ``"the data given to model {model}"`` for any other."""
+    if str(model).endswith("-synthetic"):
+        return "the synthetic benchmark"
+    if str(model).endswith("-cub"):
+        return "CUB-200-2011"
+    return f"the data given to model {model}"
+
+
 def cache_dir() -> Path:
     """The book's cache folder (:func:`data_download.resources.cache_folder`): ``$SFAM_BOOK_CACHE`` or
     ``~/.cache/sfam-book``."""

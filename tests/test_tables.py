@@ -31,3 +31,29 @@ def test_a_ragged_row_or_an_unformatted_number_is_refused():
         Table(["a", "b"], [["x", "y"], ["z"]])
     with pytest.raises(TypeError, match="format numbers"):
         Table(["a", "b"], [["x", 0.5]])
+
+
+def test_groups_label_runs_of_columns_in_html_and_in_text():
+    t = Table(["method", "IoU", "LocAcc", "IoU", "LocAcc"], [["SFAM", "52.3", "61.0", "55.65", "69.08"]],
+              groups=[("", 1), ("this book, the synthetic benchmark", 2), ("the paper", 2)])
+    page = t._repr_html_()
+    head = page.split("<thead>")[1].split("</thead>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", head)
+    assert re.findall(r"<th colspan='(\d+)'>(.*?)</th>", rows[0]) == [
+        ("1", ""), ("2", "this book, the synthetic benchmark"), ("2", "the paper")]
+    assert re.findall(r"<th>(.*?)</th>", rows[1]) == ["method", "IoU", "LocAcc", "IoU", "LocAcc"]
+    top, header, row = str(t).split("\n")
+    # each group's label starts where its first column starts (two spaces after the column before it ends), and
+    # the columns under a label wider than them still end together
+    assert top.index("this book") == len("method") + 2
+    assert top.index("the paper") == row.index("61.0") + len("61.0") + 2
+    assert header.index("LocAcc") + len("LocAcc") == row.index("61.0") + len("61.0")
+    assert header.rindex("LocAcc") + len("LocAcc") == len(header) == len(row)
+    assert len(top.rstrip()) <= len(header)
+
+
+def test_groups_that_do_not_cover_the_header_are_refused():
+    with pytest.raises(ValueError, match="cover the 3 columns"):
+        Table(["a", "b", "c"], [["x", "y", "z"]], groups=[("g", 2)])
+    with pytest.raises(ValueError, match="spans of at least 1"):
+        Table(["a", "b"], [["x", "y"]], groups=[("g", 0), ("h", 2)])

@@ -173,3 +173,14 @@ def test_the_training_lock_holds_one_model_only(tmp_path):
     for t in threads:
         t.join(10)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".a-1.pt.lock", ".b-2.pt.lock"]
+
+
+def test_data_name_says_which_data_each_zoo_model_ran_on():
+    """Captions name the data from the model: never CUB for a synthetic model, nor the reverse, and a model of the
+    reader's own is not passed off as either."""
+    from sfam_lite.zoo import NAMES, data_name
+    expected = {"frn-synthetic": "the synthetic benchmark", "gpw-synthetic": "the synthetic benchmark",
+                "frn-cub": "CUB-200-2011", "gpw-cub": "CUB-200-2011"}
+    assert {name: data_name(name) for name in NAMES} == expected
+    assert data_name("my-vit") == "the data given to model my-vit"
+    assert data_name("synthetic-cub-like") == "the data given to model synthetic-cub-like"
