@@ -13,7 +13,8 @@ IMAGES_AT_96_PX = 250
 
 #: Composite–support combinations :func:`sfam_lite.similarity.half_change_drops` scores at once at 96 × 96 px,
 #: each in three variants (larger images: the same number of pixels). FRN's ResNet-12 keeps the full 84 px through
-#: its first block, so 128 combinations (384 images) took 2.9 GiB on CUB-size data (measured alone); 32 take 0.8 GiB.
+#: its first block: on chapter 10's 60 pairs, 128 combinations (384 images) a batch took 3.1 GiB, 32 take 1.0 GiB
+#: (``benchmarks/memory_parts.py``).
 SCORED_COMBINATIONS_AT_96_PX = 32
 
 #: Memory one batched episode solve may take (:func:`sfam_lite.evaluation.few_shot_decisions`): FRN's full-width

@@ -59,9 +59,10 @@ class Table:
         widths = [max(len(r[j]) for r in cells) for j in range(len(self.header))]
         lines = [self.caption] if self.caption else []
         start = 0
-        for label, span in self.groups:      # widen a group's last column until its label fits over the group
-            width = sum(widths[start:start + span]) + 2 * (span - 1)
-            widths[start + span - 1] += max(0, len(label) - width)
+        for label, span in self.groups:      # widen a group's columns evenly until its label fits over them
+            extra = max(0, len(label) - sum(widths[start:start + span]) - 2 * (span - 1))
+            for j in range(span):
+                widths[start + j] += extra // span + (j >= span - extra % span)
             start += span
         if self.groups:
             edges = [0, *(sum(span for _, span in self.groups[:k + 1]) for k in range(len(self.groups)))]

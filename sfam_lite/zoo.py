@@ -69,14 +69,15 @@ RECIPES = {
 }
 
 
-def data_name(model: str) -> str:
+def data_name(model: str | None) -> str:
     """What a model's numbers were measured on, for captions: ``"the synthetic benchmark"`` for the ``-synthetic``
-    models, ``"CUB-200-2011"`` for the ``-cub`` ones, and ``"the data given to model {model}"`` for any other."""
+    models, ``"CUB-200-2011"`` for the ``-cub`` ones, and ``"the data given"`` for any other model (a reader's
+    own, or ``None``), which is neither."""
     if str(model).endswith("-synthetic"):
         return "the synthetic benchmark"
     if str(model).endswith("-cub"):
         return "CUB-200-2011"
-    return f"the data given to model {model}"
+    return "the data given"
 
 
 def cache_dir() -> Path:

@@ -256,5 +256,5 @@ def test_half_change_drops_score_large_images_in_batches_of_a_fixed_number_of_pi
         one_by_one = half_change_drops(sim, comp, supports, left, right, batch=1)
         for key in ("drop_shared", "drop_other", "difference"):
             assert torch.allclose(by_default["per_pair"][key], one_by_one["per_pair"][key], atol=1e-6)
-    # 384 images of FRN's ResNet-12 at 84 px at once took 2.9 GB: at most 96 images (32 combinations) a batch
+    # 384 images of FRN's ResNet-12 at 84 px at once took 3.1 GiB: at most 96 images (32 combinations) a batch
     assert 3 * at_96 <= 96

@@ -50,6 +50,9 @@ def test_groups_label_runs_of_columns_in_html_and_in_text():
     assert header.index("LocAcc") + len("LocAcc") == row.index("61.0") + len("61.0")
     assert header.rindex("LocAcc") + len("LocAcc") == len(header) == len(row)
     assert len(top.rstrip()) <= len(header)
+    # the width the label needs is shared evenly by the two columns under it (natural widths 4 and 6)
+    end1, end2 = row.index("52.3") + len("52.3"), row.index("61.0") + len("61.0")
+    assert abs((end1 - (len("method") + 2) - len("52.3")) - (end2 - (end1 + 2) - len("LocAcc"))) <= 1
 
 
 def test_groups_that_do_not_cover_the_header_are_refused():
